@@ -1,0 +1,180 @@
+// The one thread pool behind every parallel CPU kernel (elementwise, reductions, GEMM).
+// Idle workers sleep on a condition variable: they never spin against the threads doing work
+// (two spinning pools made 2 threads slower than 1 on these machines).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cerberus/core/config.hpp"
+
+namespace cerberus::cpu_backend {
+
+class ThreadPool {
+ public:
+  // `threads` counts the calling thread: a pool of 2 starts one worker.
+  explicit ThreadPool(int threads) { start(threads); }
+  ~ThreadPool() { stop(); }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Replaces the workers; not to be called while a parallel region runs.
+  void resize(int threads) {
+    std::lock_guard submit(submit_mutex_);
+    stop();
+    start(threads);
+  }
+
+  // Runs body(task) for task in [0, tasks), spread over the pool; the caller takes part and
+  // returns when all tasks are done. Called from inside a task, or while another thread owns
+  // the pool, it runs the tasks inline: nesting never deadlocks and never oversubscribes.
+  void run(Index tasks, const std::function<void(Index)>& body) {
+    if (tasks <= 0) return;
+    std::unique_lock submit(submit_mutex_, std::try_to_lock);
+    if (tasks == 1 || workers_.empty() || inside_task() || !submit.owns_lock()) {
+      for (Index t = 0; t < tasks; ++t) body(t);
+      return;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      body_ = &body;
+      tasks_ = tasks;
+      next_.store(0, std::memory_order_relaxed);
+      pending_ = tasks;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work_through(body, false);
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0 && active_ == 0; });
+    body_ = nullptr;
+    // A task that threw on any thread rethrows here, on the caller's thread.
+    if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+  }
+
+ private:
+  static bool& inside_task() {
+    thread_local bool flag = false;
+    return flag;
+  }
+
+  // Claims tasks until none are left, then books them as done.
+  void work_through(const std::function<void(Index)>& body, bool is_worker) {
+    const bool was_inside = inside_task();
+    inside_task() = true;
+    Index ran = 0;
+    std::exception_ptr failure;
+    for (Index t; (t = next_.fetch_add(1, std::memory_order_relaxed)) < tasks_; ++ran) {
+      try {
+        body(t);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    }
+    inside_task() = was_inside;
+    std::lock_guard lock(mutex_);
+    if (failure && !failure_) failure_ = failure;
+    pending_ -= ran;
+    if (is_worker) --active_;
+    if (pending_ == 0 && active_ == 0) done_.notify_all();
+  }
+
+  void worker_loop() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(Index)>* body;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return quit_ || (generation_ != seen && body_ != nullptr); });
+        if (quit_) return;
+        seen = generation_;
+        body = body_;
+        ++active_;  // the region cannot end, nor the next begin, until this worker leaves it
+      }
+      work_through(*body, true);
+    }
+  }
+
+  void start(int threads) {
+    quit_ = false;
+    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::mutex submit_mutex_;  // one parallel region at a time
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(Index)>* body_ = nullptr;
+  Index tasks_ = 0;
+  std::atomic<Index> next_{0};
+  Index pending_ = 0;
+  int active_ = 0;
+  std::exception_ptr failure_;  // workers inside the current region
+  std::uint64_t generation_ = 0;
+  bool quit_ = false;
+};
+
+// Threads to use by default: CERBERUS_NUM_THREADS if set, else the hardware's count.
+inline int default_thread_count() {
+  if (const char* env = std::getenv("CERBERUS_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+inline ThreadPool& thread_pool() {
+  static ThreadPool pool(default_thread_count());
+  return pool;
+}
+
+}  // namespace cerberus::cpu_backend
+
+namespace cerberus {
+
+// Number of threads the CPU kernels use (the caller included).
+inline int num_threads() { return cpu_backend::thread_pool().size(); }
+inline void set_num_threads(int threads) { cpu_backend::thread_pool().resize(threads); }
+
+// Splits [begin, end) into chunks of at least `grain` items, one task per chunk, and runs
+// body(chunk_begin, chunk_end) over the shared pool.
+template <class Body>
+void parallel_for(Index begin, Index end, Index grain, Body&& body) {
+  const Index n = end - begin;
+  if (n <= 0) return;
+  const Index threads = num_threads();
+  Index chunks = std::min<Index>(threads * 4, (n + std::max<Index>(grain, 1) - 1) / std::max<Index>(grain, 1));
+  if (chunks <= 1) {
+    body(begin, end);
+    return;
+  }
+  // Chunks are a multiple of the thread count so that each thread gets an equal share.
+  chunks = std::max<Index>(threads, chunks - chunks % threads);
+  const Index step = (n + chunks - 1) / chunks;
+  chunks = (n + step - 1) / step;
+  cpu_backend::thread_pool().run(chunks, [&](Index c) {
+    const Index b = begin + c * step;
+    body(b, std::min(end, b + step));
+  });
+}
+
+}  // namespace cerberus

@@ -1,0 +1,34 @@
+// Library-wide macros and the index type. Every other header includes this one first.
+#pragma once
+
+#include <cstdint>
+
+#define CERBERUS_VERSION_MAJOR 0
+#define CERBERUS_VERSION_MINOR 1
+#define CERBERUS_VERSION_PATCH 0
+
+// Functions callable from host and device code. nvcc compiles them for both; a plain C++
+// compiler sees ordinary inline functions.
+#if defined(__CUDACC__)
+#define CERBERUS_HOST_DEVICE __host__ __device__
+#define CERBERUS_DEVICE_COMPILE 1
+#else
+#define CERBERUS_HOST_DEVICE
+#define CERBERUS_DEVICE_COMPILE 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CERBERUS_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CERBERUS_ALWAYS_INLINE inline
+#endif
+
+namespace cerberus {
+
+// Sizes, strides and offsets. Signed so that differences and reverse loops are natural.
+using Index = std::int64_t;
+
+// Highest tensor rank. Shapes live inline (no heap) so views stay cheap to copy to a device.
+inline constexpr int max_rank = 8;
+
+}  // namespace cerberus
