@@ -10,7 +10,7 @@
 #include "cerberus/core/config.hpp"
 
 #if !CERBERUS_DEVICE_COMPILE
-#include <xsimd/xsimd.hpp>
+#include "cerberus/core/simd.hpp"
 #endif
 
 namespace cerberus::math {

@@ -250,7 +250,7 @@ class Tensor {
   std::vector<T> to_vector() const {
     std::vector<T> v(static_cast<std::size_t>(numel()));
     if (v.empty()) return v;
-    const Tensor host = [&] {
+    const Tensor<T, cpu> host = [&] {  // Tensor<T, cpu>, not Tensor: for a cuda tensor this is a host copy
       if constexpr (std::is_same_v<D, cpu>) return contiguous();
       else return to<cpu>();
     }();

@@ -3,11 +3,25 @@
 // spread over the shared thread pool.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
-#include <xsimd/xsimd.hpp>
+#include "cerberus/core/config.hpp"
+
+// In a TU compiled by nvcc (CERBERUS_DEVICE_COMPILE) the CPU evaluator runs its scalar loop only.
+// xsimd 8 does parse under nvcc 13, but core/math.hpp leaves out its xsimd overloads there so that
+// every functor stays a plain __host__ __device__ function; routing batches through those
+// functors would call host-only xsimd code from __host__ __device__ code (nvcc warnings 20011 and
+// 20014 at every functor). CPU tensors in a .cu file are for host data and reference results, so
+// the scalar loop (still threaded) is enough; fast CPU code belongs in .cpp files.
+#if CERBERUS_DEVICE_COMPILE
+#define CERBERUS_CPU_SIMD 0
+#else
+#define CERBERUS_CPU_SIMD 1
+#include "cerberus/core/simd.hpp"
+#endif
 
 #include "cerberus/backend/cpu/thread_pool.hpp"
 #include "cerberus/core/dtype.hpp"
@@ -17,8 +31,10 @@
 
 // Template code here is compiled for the SIMD width the includer chose (-march). Tagging the
 // namespace with that width keeps TUs built with different flags from sharing (ODR-violating)
-// instantiations.
-#if defined(__AVX512F__)
+// instantiations. The scalar-only code of nvcc TUs gets its own tag for the same reason.
+#if !CERBERUS_CPU_SIMD
+#define CERBERUS_SIMD_ABI scalar_nvcc
+#elif defined(__AVX512F__)
 #define CERBERUS_SIMD_ABI simd_avx512
 #elif defined(__AVX2__)
 #define CERBERUS_SIMD_ABI simd_avx2
@@ -80,9 +96,13 @@ CERBERUS_ALWAYS_INLINE Index row_offset(const Index* coord, const Strides& strid
 // out[i] = view(i) for every element; shape/strides already collapsed.
 template <class T, class View>
 void evaluate(T* out, const Shape& shape, const Strides& out_strides, View view) {
+#if CERBERUS_CPU_SIMD
   using C = compute_t<T>;
   using Batch = xsimd::batch<C>;
   constexpr Index W = static_cast<Index>(Batch::size);
+#else
+  constexpr Index W = 16;  // no SIMD (nvcc TU): W only sizes the blocks the work is split into
+#endif
   const int rank = shape.rank();
   if (rank == 0) {
     Index none[1] = {0};
@@ -92,15 +112,20 @@ void evaluate(T* out, const Shape& shape, const Strides& out_strides, View view)
   }
   const Index inner = shape[rank - 1];
   const Index out_inner = out_strides[rank - 1];
-  const Index total = shape.numel();
+  // Work is split in blocks of W elements that start at multiples of W within a row, so an
+  // element takes the SIMD or the scalar path by its position alone: results are bitwise the
+  // same whatever the thread count.
+  const Index blocks_per_row = (inner + W - 1) / W;
+  const Index rows = shape.numel() / inner;
 
-  parallel_for(0, total, elementwise_grain, [&](Index begin, Index end) {
+  parallel_for(0, rows * blocks_per_row, elementwise_grain / W, [&](Index begin, Index end) {
     View local = view;  // each task keeps its own row pointers
     Index coord[max_rank] = {};
     while (begin < end) {
-      Index r = begin / inner;
-      const Index i0 = begin % inner;
-      const Index i1 = std::min(inner, i0 + (end - begin));
+      Index r = begin / blocks_per_row;
+      const Index first_block = begin % blocks_per_row;
+      const Index last_block = std::min(blocks_per_row, first_block + (end - begin));
+      const Index i0 = first_block * W, i1 = std::min(inner, last_block * W);
       for (int d = rank - 2; d >= 0; --d) {
         coord[d] = r % shape[d];
         r /= shape[d];
@@ -108,6 +133,7 @@ void evaluate(T* out, const Shape& shape, const Strides& out_strides, View view)
       local.begin_row(coord, rank);
       T* o = out + row_offset<T>(coord, out_strides, rank);
       Index i = i0;
+#if CERBERUS_CPU_SIMD
       if (out_inner == 1 && local.vectorizable()) {
         for (; i + W <= i1; i += W) {
           const Batch v = local.template packet<Batch>(i);
@@ -120,8 +146,9 @@ void evaluate(T* out, const Shape& shape, const Strides& out_strides, View view)
           }
         }
       }
+#endif
       for (; i < i1; ++i) o[i * out_inner] = static_cast<T>(local.scalar(i));
-      begin += i1 - i0;
+      begin += last_block - first_block;
     }
   });
 }
