@@ -121,6 +121,19 @@ auto make_expr(const Xs&... xs) {
   return Node{F{}, {detail::as_operand(xs)...}};
 }
 
+// Unchecked node builder for derivative expressions, whose operands may all be numbers (the
+// derivative of pow(2, x) with respect to x contains log(2)).
+namespace detail {
+template <class F, class... Xs>
+auto node(const Xs&... xs) {
+  return Expr<F, operand_t<Xs>...>{F{}, {as_operand(xs)...}};
+}
+}  // namespace detail
+
+// A derivative that is identically zero (comparisons, the condition of where): the chain rule
+// drops every path through it at compile time.
+struct ZeroGrad {};
+
 // ---- shapes ----------------------------------------------------------------------------------
 namespace detail {
 

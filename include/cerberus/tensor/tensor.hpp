@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -22,13 +23,32 @@
 #include "cerberus/expr/expr.hpp"
 #include "cerberus/expr/functors.hpp"
 #include "cerberus/tensor/storage.hpp"
+#include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/autograd/meta.hpp"
 
 namespace cerberus {
 
 namespace detail {
 template <class T, class D, class E>
 void assign_expression(Tensor<T, D>& out, const E& e, const char* op);
+template <class T, class D, class E>
+void record_expression(Tensor<T, D>& out, const E& e);
 }  // namespace detail
+
+namespace autograd {
+// Sums a broadcast gradient back to the shape of the operand that was broadcast.
+template <class T, class D>
+Tensor<T, D> sum_to_shape(const Tensor<T, D>& grad, const Shape& shape);
+template <class T, class D>
+void record(Tensor<T, D>& out, const char* name, std::initializer_list<Tensor<T, D>> inputs,
+            std::function<std::vector<Tensor<T, D>>(const Tensor<T, D>&)> backward);
+template <class T, class D>
+void run_backward(const std::shared_ptr<GradNode<T, D>>& root, const Tensor<T, D>& grad, bool retain_graph);
+template <class T, class D>
+std::shared_ptr<GradNode<T, D>> make_accumulator(const std::shared_ptr<Meta<T, D>>& meta);
+template <class U, class D, class T>
+void record_conversion(Tensor<U, D>& out, const Tensor<T, D>& in);
+}  // namespace autograd
 
 template <Element T, Device D = cpu>
 class Tensor {
@@ -46,7 +66,11 @@ class Tensor {
     static_assert(std::is_same_v<expr_value_t<E>, T>, "The expression's element type differs from the tensor's; convert with .to<T>() first.");
     static_assert(std::is_same_v<expr_device_t<E>, D>, "The expression lives on another device than this tensor.");
     *this = empty(expr_shape(e));
-    detail::assign_expression(*this, e, "assign");
+    {
+      NoGradGuard evaluation_is_not_recorded;
+      detail::assign_expression(*this, e, "assign");
+    }
+    detail::record_expression(*this, e);  // one node for the whole fused expression
   }
 
   // Uninitialised contiguous storage for `shape` (see factories.hpp for zeros, ones, ...).
@@ -93,14 +117,15 @@ class Tensor {
     if (!view_strides(target, strides))
       throw ShapeError("[view] cannot view a tensor of shape " + shape_.to_string() + " with strides " + strides_.to_string() +
                        " as " + target.to_string() + " without a copy; use reshape() or contiguous() first");
-    return Tensor(storage_, offset_, target, strides);
+    return track(Tensor(storage_, offset_, target, strides), "view", [in = shape_](const Tensor& g) { return g.reshape(in); });
   }
   // Like view(), but copies when the strides cannot express the new shape.
   Tensor reshape(std::initializer_list<Index> dims) const { return reshape(resolve_shape(dims, "reshape")); }
   Tensor reshape(const Shape& shape) const {
     const Shape target = resolve_shape(std::span<const Index>(shape.begin(), shape.end()), "reshape");
     Strides strides;
-    if (view_strides(target, strides)) return Tensor(storage_, offset_, target, strides);
+    if (view_strides(target, strides))
+      return track(Tensor(storage_, offset_, target, strides), "reshape", [in = shape_](const Tensor& g) { return g.reshape(in); });
     return contiguous().view(target);
   }
 
@@ -118,7 +143,10 @@ class Tensor {
       shape[i] = shape_[d];
       strides[i] = strides_[d];
     }
-    return Tensor(storage_, offset_, shape, strides);
+    std::vector<int> inverse(static_cast<std::size_t>(rank()));
+    for (int i = 0; i < rank(); ++i) inverse[static_cast<std::size_t>(shape_.axis(order[i], "permute"))] = i;
+    return track(Tensor(storage_, offset_, shape, strides), "permute",
+                 [inverse](const Tensor& g) { return g.permute(std::span<const int>(inverse)); });
   }
   Tensor transpose(int a, int b) const {
     a = shape_.axis(a, "transpose");
@@ -126,7 +154,7 @@ class Tensor {
     Shape shape = shape_, strides = strides_;
     std::swap(shape[a], shape[b]);
     std::swap(strides[a], strides[b]);
-    return Tensor(storage_, offset_, shape, strides);
+    return track(Tensor(storage_, offset_, shape, strides), "transpose", [a, b](const Tensor& g) { return g.transpose(a, b); });
   }
   // Matrix transpose of the last two dimensions.
   Tensor t() const {
@@ -146,7 +174,14 @@ class Tensor {
     Shape shape = shape_, strides = strides_;
     shape[d] = (stop - start + step - 1) / step;
     strides[d] = strides_[d] * step;
-    return Tensor(storage_, offset_ + start * strides_[d], shape, strides);
+    // backward: the gradient lands in the sliced positions of a zero tensor of the input's shape
+    return track(Tensor(storage_, offset_ + start * strides_[d], shape, strides), "slice",
+                 [in = shape_, d, start, stop, step](const Tensor& g) {
+                   Tensor full = empty(in);
+                   full.fill(T(0));
+                   full.slice(d, start, stop, step).assign(g);
+                   return full;
+                 });
   }
   // The sub-tensor at `index` along `axis`, with that axis removed.
   Tensor select(int axis, Index index) const {
@@ -158,7 +193,12 @@ class Tensor {
     Shape shape = shape_, strides = strides_;
     shape.erase(d);
     strides.erase(d);
-    return Tensor(storage_, offset_ + index * strides_[d], shape, strides);
+    return track(Tensor(storage_, offset_ + index * strides_[d], shape, strides), "select", [in = shape_, d, index](const Tensor& g) {
+      Tensor full = empty(in);
+      full.fill(T(0));
+      full.select(d, index).assign(g);
+      return full;
+    });
   }
 
   Tensor squeeze(int axis) const {
@@ -169,14 +209,14 @@ class Tensor {
     Shape shape = shape_, strides = strides_;
     shape.erase(d);
     strides.erase(d);
-    return Tensor(storage_, offset_, shape, strides);
+    return track(Tensor(storage_, offset_, shape, strides), "squeeze", [in = shape_](const Tensor& g) { return g.reshape(in); });
   }
   // Removes every extent-1 dimension.
   Tensor squeeze() const {
     Shape shape, strides;
     for (int d = 0; d < rank(); ++d)
       if (shape_[d] != 1) shape.push_back(shape_[d]), strides.push_back(strides_[d]);
-    return Tensor(storage_, offset_, shape, strides);
+    return track(Tensor(storage_, offset_, shape, strides), "squeeze", [in = shape_](const Tensor& g) { return g.reshape(in); });
   }
   // Inserts an extent-1 dimension at `axis` (0..rank, negative counts from the end).
   Tensor unsqueeze(int axis) const {
@@ -187,7 +227,7 @@ class Tensor {
     const Index stride = d < rank() ? strides_[d] * shape_[d] : 1;
     shape.insert(d, 1);
     strides.insert(d, stride);
-    return Tensor(storage_, offset_, shape, strides);
+    return track(Tensor(storage_, offset_, shape, strides), "unsqueeze", [in = shape_](const Tensor& g) { return g.reshape(in); });
   }
   // Broadcasts to `shape` (NumPy rules) by giving repeated dimensions stride 0; -1 keeps an extent.
   Tensor expand(const Shape& shape) const {
@@ -210,7 +250,8 @@ class Tensor {
         throw ShapeError("[expand] shape " + shape_.to_string() + " cannot be expanded to " + shape.to_string());
       }
     }
-    return Tensor(storage_, offset_, out, strides);
+    return track(Tensor(storage_, offset_, out, strides), "expand",
+                 [in = shape_](const Tensor& g) { return autograd::sum_to_shape(g, in); });
   }
   Tensor broadcast_to(const Shape& shape) const { return expand(shape); }
 
@@ -221,13 +262,16 @@ class Tensor {
   Tensor clone() const {
     Tensor out = empty(shape_);
     Backend<D>::template convert<T, T>(out.data(), contiguous_strides(shape_), data(), strides_, shape_);
-    return out;
+    return track(out, "clone", [](const Tensor& g) { return g; });
   }
   // Element-type conversion (always a new tensor).
   template <Element U>
   Tensor<U, D> to() const {
     auto out = Tensor<U, D>::empty(shape_);
     Backend<D>::template convert<U, T>(out.data(), contiguous_strides(shape_), data(), strides_, shape_);
+    if constexpr (FloatElement<T> && FloatElement<U>) {
+      if (is_grad_enabled() && requires_grad()) autograd::record_conversion(out, *this);
+    }
     return out;
   }
   // Device transfer (always a new contiguous tensor).
@@ -283,11 +327,74 @@ class Tensor {
     return data()[offset];
   }
 
+  // ---- autodiff --------------------------------------------------------------------------------
+  bool requires_grad() const { return meta_ && meta_->requires_grad; }
+  // Marks a leaf as a variable whose gradient backward() accumulates into grad(). Applies to this
+  // handle and to copies made afterwards.
+  Tensor& set_requires_grad(bool on = true) {
+    if (!is_leaf()) throw Error("[set_requires_grad] only leaf tensors can change requires_grad; use detach() for a new leaf");
+    if (!meta_) meta_ = std::make_shared<autograd::Meta<T, D>>();
+    meta_->requires_grad = on;
+    return *this;
+  }
+  // The accumulated gradient of a leaf (undefined before the first backward).
+  Tensor grad() const { return meta_ ? meta_->grad : Tensor(); }
+  // Sets the accumulated gradient to zero (keeps its memory).
+  void zero_grad() const {
+    if (meta_ && meta_->grad.defined()) meta_->grad.fill(T(0));
+  }
+  // Forgets the accumulated gradient (frees its memory).
+  void clear_grad() const {
+    if (meta_) meta_->grad = Tensor();
+  }
+  bool is_leaf() const { return !meta_ || !meta_->grad_fn; }
+  // The op that produced this tensor, if it was recorded.
+  std::shared_ptr<autograd::GradNode<T, D>> grad_fn() const { return meta_ ? meta_->grad_fn : nullptr; }
+  // Same data, cut from the graph.
+  Tensor detach() const { return Tensor(storage_, offset_, shape_, strides_); }
+
+  // Backpropagates from this one-element tensor (a loss).
+  void backward(bool retain_graph = false) const {
+    if (numel() != 1)
+      throw ShapeError("[backward] called on a tensor of shape " + shape_.to_string() +
+                       " without a gradient; backward() needs a one-element tensor (a loss), or pass the gradient of the output");
+    Tensor seed = empty(shape_);
+    seed.fill(T(1));
+    backward(seed, retain_graph);
+  }
+  // Backpropagates `grad` (same shape as this tensor) through the graph that produced it.
+  void backward(const Tensor& grad, bool retain_graph = false) const {
+    if (!requires_grad())
+      throw Error("[backward] this tensor does not require grad: no input of the ops that made it requires grad");
+    if (grad.shape() != shape_)
+      throw ShapeError("[backward] gradient of shape " + grad.shape().to_string() + " for a tensor of shape " + shape_.to_string());
+    autograd::run_backward(gradient_edge(), grad, retain_graph);
+  }
+
+  // The node a consumer's gradient flows into: the producing op, or the leaf's accumulator.
+  std::shared_ptr<autograd::GradNode<T, D>> gradient_edge() const {
+    if (!requires_grad()) return nullptr;
+    if (meta_->grad_fn) return meta_->grad_fn;
+    auto acc = meta_->accumulator.lock();
+    if (!acc) {
+      acc = autograd::make_accumulator(meta_);
+      meta_->accumulator = acc;
+    }
+    return acc;
+  }
+  // Makes this handle the output of `node` (used by ops when they record).
+  void set_grad_fn(std::shared_ptr<autograd::GradNode<T, D>> node) {
+    meta_ = std::make_shared<autograd::Meta<T, D>>();
+    meta_->requires_grad = true;
+    meta_->grad_fn = std::move(node);
+  }
+
   // ---- writing ----------------------------------------------------------------------------------
   // Evaluates `e` into this tensor's elements (through its strides). `e` must broadcast to
   // this shape. Safe when `e` reads this tensor's own memory through another layout.
   template <Operand E>
   const Tensor& assign(const E& e) const {
+    check_assign_not_differentiated(e);
     if constexpr (std::is_arithmetic_v<E>) {
       Backend<D>::template fill<T>(data(), strides_, shape_, static_cast<T>(e));
     } else {
@@ -305,6 +412,25 @@ class Tensor {
   template <Operand E> const Tensor& operator/=(const E& e) const { return assign(make_expr<fn::Div>(*this, e)); }
 
  private:
+
+  // Records `out` (derived from this tensor alone) with a one-input backward when needed.
+  template <class Backward>
+  Tensor track(Tensor out, const char* name, Backward backward) const {
+    if (is_grad_enabled() && requires_grad())
+      autograd::record<T, D>(out, name, {*this}, [backward](const Tensor& g) { return std::vector<Tensor>{backward(g)}; });
+    return out;
+  }
+
+  // In-place writes are not differentiable: refuse them while grad mode would need them.
+  template <class E>
+  void check_assign_not_differentiated(const E& e) const {
+    if (!is_grad_enabled()) return;
+    bool grad_leaf = requires_grad();
+    if constexpr (Expression<E>) for_each_leaf(e, [&](const auto& leaf) { grad_leaf = grad_leaf || leaf.requires_grad(); });
+    if (grad_leaf)
+      throw Error("[assign] in-place writes are not recorded for autodiff, and a tensor involved requires grad; "
+                  "build a new tensor (Tensor y = expr;) or write inside a NoGradGuard scope");
+  }
 
   Shape resolve_shape(std::span<const Index> dims, const char* op) const {
     std::vector<Index> out(dims.begin(), dims.end());
@@ -371,6 +497,7 @@ class Tensor {
   Index offset_ = 0;
   Shape shape_;
   Strides strides_;
+  std::shared_ptr<autograd::Meta<T, D>> meta_;
 };
 
 }  // namespace cerberus
@@ -378,3 +505,5 @@ class Tensor {
 // Evaluation of expressions into tensors (kept in its own header; included here so that this
 // header alone is enough to write `Tensor<float> y = a + b;`).
 #include "cerberus/expr/evaluate.hpp"
+#include "cerberus/autograd/node.hpp"
+#include "cerberus/autograd/expr_grad.hpp"

@@ -1,0 +1,179 @@
+// The tape. Each differentiable op that sees an input requiring grad records one Node holding
+// what its backward needs; the output tensor points at it (grad_fn). backward() visits the nodes
+// reachable from the output in reverse topological order, each node turning the gradient of its
+// output into gradients of its inputs, and leaves accumulate into .grad().
+//
+// Nodes know tensors only through Tensor<T, D>'s public API, so the CUDA backend reuses them
+// unchanged.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/core/error.hpp"
+#include "cerberus/tensor/tensor.hpp"
+
+namespace cerberus::autograd {
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  virtual const char* name() const = 0;
+  // Turns the accumulated output gradient into input gradients and hands them on.
+  virtual void apply() = 0;
+  // Drops saved tensors: the graph is freed after backward unless retain_graph.
+  virtual void release() { released_ = true; }
+  virtual void clear_grad() = 0;
+
+  // One edge per input; nullptr where that input needs no gradient.
+  std::vector<std::shared_ptr<Node>> inputs;
+
+ protected:
+  void check_not_released() const {
+    if (released_)
+      throw Error(std::string("[backward] the graph through '") + name() +
+                  "' was freed by an earlier backward(); call backward(retain_graph = true) the first time to "
+                  "backpropagate through it twice");
+  }
+  bool released_ = false;
+};
+
+// A node whose output is a Tensor<T, D>: gradients arriving from several consumers add up here.
+template <class T, class D>
+class GradNode : public Node {
+ public:
+  void add_grad(const Tensor<T, D>& g) {
+    if (!g.defined()) return;
+    if (!grad_.defined()) grad_ = g;
+    else grad_ = Tensor<T, D>(grad_ + g);
+  }
+  void clear_grad() override { grad_ = Tensor<T, D>(); }
+
+ protected:
+  // Hands input i its gradient (ignored where the input needs none).
+  template <class U, class D2 = D>
+  void pass_to(std::size_t i, const Tensor<U, D2>& g) {
+    if (i < inputs.size() && inputs[i]) static_cast<GradNode<U, D2>&>(*inputs[i]).add_grad(g);
+  }
+  Tensor<T, D> grad_;
+};
+
+// Where a leaf's gradient ends up: added into its .grad().
+template <class T, class D>
+class AccumulateGrad final : public GradNode<T, D> {
+ public:
+  explicit AccumulateGrad(std::shared_ptr<Meta<T, D>> meta) : meta_(std::move(meta)) {}
+  const char* name() const override { return "AccumulateGrad"; }
+  void apply() override {
+    if (!this->grad_.defined()) return;
+    NoGradGuard no_grad;
+    auto& g = meta_->grad;
+    // The first gradient is copied so that .grad() never aliases a tensor used elsewhere.
+    if (!g.defined()) g = this->grad_.clone();
+    else g += this->grad_;
+  }
+  void release() override {}  // a leaf's accumulator holds nothing to free
+
+ private:
+  std::shared_ptr<Meta<T, D>> meta_;
+};
+
+// A node whose backward is a function from the output gradient to one gradient per input
+// (all of the output's type). Saved tensors live in the function's captures.
+template <class T, class D>
+class FunctionNode final : public GradNode<T, D> {
+ public:
+  using Backward = std::function<std::vector<Tensor<T, D>>(const Tensor<T, D>&)>;
+  FunctionNode(const char* name, Backward backward) : name_(name), backward_(std::move(backward)) {}
+  const char* name() const override { return name_; }
+  void apply() override {
+    if (!this->grad_.defined()) return;
+    this->check_not_released();
+    const auto grads = backward_(this->grad_);
+    for (std::size_t i = 0; i < grads.size(); ++i) this->pass_to(i, grads[i]);
+  }
+  void release() override {
+    backward_ = nullptr;
+    this->released_ = true;
+  }
+
+ private:
+  const char* name_;
+  Backward backward_;
+};
+
+// True when an op on these inputs must record a node.
+template <class... Ts>
+bool any_requires_grad(const Ts&... ts) {
+  return is_grad_enabled() && (ts.requires_grad() || ...);
+}
+
+// Records `out` as produced by a FunctionNode over `inputs` (same element type and device).
+template <class T, class D>
+void record(Tensor<T, D>& out, const char* name, std::initializer_list<Tensor<T, D>> inputs,
+            std::function<std::vector<Tensor<T, D>>(const Tensor<T, D>&)> backward) {
+  auto node = std::make_shared<FunctionNode<T, D>>(name, std::move(backward));
+  for (const auto& in : inputs) node->inputs.push_back(in.requires_grad() ? in.gradient_edge() : nullptr);
+  out.set_grad_fn(std::move(node));
+}
+
+template <class T, class D>
+std::shared_ptr<GradNode<T, D>> make_accumulator(const std::shared_ptr<Meta<T, D>>& meta) {
+  return std::make_shared<AccumulateGrad<T, D>>(meta);
+}
+
+// Element-type conversion U <- T: the gradient converts back.
+template <class U, class D, class T>
+class ConvertNode final : public GradNode<U, D> {
+ public:
+  const char* name() const override { return "convert"; }
+  void apply() override {
+    if (this->grad_.defined()) this->template pass_to<T, D>(0, this->grad_.template to<T>());
+  }
+};
+
+template <class U, class D, class T>
+void record_conversion(Tensor<U, D>& out, const Tensor<T, D>& in) {
+  auto node = std::make_shared<ConvertNode<U, D, T>>();
+  node->inputs.push_back(in.gradient_edge());
+  out.set_grad_fn(std::move(node));
+}
+
+// Runs the reverse sweep from `root` seeded with `grad`.
+template <class T, class D>
+void run_backward(const std::shared_ptr<GradNode<T, D>>& root, const Tensor<T, D>& grad, bool retain_graph) {
+  // Reverse topological order by an iterative depth-first search (no recursion limit on deep graphs).
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<Node*, std::size_t>> stack{{root.get(), 0}};
+  seen.insert(root.get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs.size()) {
+      Node* child = node->inputs[next++].get();
+      if (child && seen.insert(child).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+  root->add_grad(grad);
+  NoGradGuard no_grad;  // backward computations are not themselves recorded
+  try {
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+      (*it)->apply();
+      (*it)->clear_grad();
+      if (!retain_graph) (*it)->release();
+    }
+  } catch (...) {
+    for (Node* n : order) n->clear_grad();
+    throw;
+  }
+}
+
+}  // namespace cerberus::autograd
