@@ -16,6 +16,7 @@
 
 #include "cerberus/autograd/grad_mode.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/expr/ops.hpp"  // GradNode::add_grad sums gradients with operator+
 #include "cerberus/tensor/tensor.hpp"
 
 namespace cerberus::autograd {

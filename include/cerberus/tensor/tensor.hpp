@@ -416,8 +416,10 @@ class Tensor {
   // Records `out` (derived from this tensor alone) with a one-input backward when needed.
   template <class Backward>
   Tensor track(Tensor out, const char* name, Backward backward) const {
-    if (is_grad_enabled() && requires_grad())
-      autograd::record<T, D>(out, name, {*this}, [backward](const Tensor& g) { return std::vector<Tensor>{backward(g)}; });
+    if constexpr (FloatElement<T>) {  // integer tensors have no gradients (and their backward would not compile)
+      if (is_grad_enabled() && requires_grad())
+        autograd::record<T, D>(out, name, {*this}, [backward](const Tensor& g) { return std::vector<Tensor>{backward(g)}; });
+    }
     return out;
   }
 
