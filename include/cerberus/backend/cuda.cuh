@@ -1,0 +1,14 @@
+// Everything for CUDA work in one include: the CPU library plus Tensor<T, cuda>. Compile with
+// nvcc (C++20: -std=c++20). Without a device, cuda_available() is false and the first device
+// allocation throws DeviceError.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "cerberus/backend/cuda.cuh holds CUDA kernels: compile this file with nvcc (a .cu file, or LANGUAGE CUDA in CMake)."
+#endif
+
+#include "cerberus/cerberus.hpp"
+
+#include "cerberus/backend/cuda/device.cuh"
+#include "cerberus/backend/cuda/memory.cuh"
+#include "cerberus/backend/cuda/backend.cuh"

@@ -1,0 +1,70 @@
+// Device memory: cudaMalloc/cudaFree behind the same CachingAllocator as the CPU. Both calls cost
+// tens of microseconds and cudaFree synchronises the whole device, so an op that got fresh memory
+// for its output would stall the host on the GPU at every step; cached blocks avoid both.
+//
+// Reuse is safe without events because all cerberus work runs in order on one stream
+// (launch.cuh): a block freed on the host while a kernel still reads it is handed out again only
+// to work queued after that kernel.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <new>
+#include <string>
+
+#include "cerberus/backend/cuda/error.cuh"
+#include "cerberus/core/device.hpp"
+#include "cerberus/core/error.hpp"
+#include "cerberus/tensor/caching_allocator.hpp"
+#include "cerberus/tensor/storage.hpp"
+
+namespace cerberus {
+
+namespace cuda_backend {
+
+struct DeviceMemory {
+  // nullptr when the device is out of memory, so that the allocator can empty its cache and try
+  // again; any other failure (no device, no driver, a broken context) throws.
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    check(status, "allocate", "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    return p;
+  }
+  // A failing cudaFree means the context is already broken (a fault in an earlier kernel); the
+  // error is reported rather than hidden, since every later CUDA call would fail the same way.
+  static void release(void* p) { check(cudaFree(p), "empty_cache", "cudaFree"); }
+};
+
+inline CachingAllocator<DeviceMemory>& allocator() {
+  // Never destroyed: tensors may outlive statics, and cudaFree after the runtime has shut down at
+  // exit fails. The driver reclaims the memory with the process.
+  static auto* instance = new CachingAllocator<DeviceMemory>();
+  return *instance;
+}
+
+}  // namespace cuda_backend
+
+template <>
+struct Memory<cuda> {
+  static void* allocate(std::size_t bytes) {
+    try {
+      return cuda_backend::allocator().allocate(bytes);
+    } catch (const std::bad_alloc&) {  // still out of memory after the cache was emptied
+      throw cuda_backend::device_error(cudaErrorMemoryAllocation, "allocate",
+                                       "cudaMalloc of " + std::to_string(bytes) + " bytes (after emptying the cache)");
+    }
+  }
+  static void deallocate(void* p, std::size_t bytes) { cuda_backend::allocator().deallocate(p, bytes); }
+};
+
+// Statistics of the device caching allocator, and a way to give cached blocks back to CUDA.
+inline AllocatorStats cuda_memory_stats() { return cuda_backend::allocator().stats(); }
+inline void empty_cuda_cache() { cuda_backend::allocator().empty_cache(); }
+
+}  // namespace cerberus
