@@ -74,11 +74,10 @@ Tensor<T, D> uniform(const Shape& shape, double low, double high, Generator& gen
   T* out = host.data();
   parallel_for(0, (n + 1) / 2, 4096, [&](Index b, Index e) {
     for (Index blk = b; blk < e; ++blk) {
+      // Fixed lanes (no run-time index into r.v) keep the Philox state in registers.
       const auto r = Philox::generate(gen.seed(), first + static_cast<std::uint64_t>(blk));
-      for (Index lane = 0; lane < 2 && 2 * blk + lane < n; ++lane) {
-        const double u = Philox::to_unit_double(r.v[2 * lane], r.v[2 * lane + 1]);
-        out[2 * blk + lane] = static_cast<T>(low + (high - low) * u);
-      }
+      out[2 * blk] = static_cast<T>(low + (high - low) * Philox::to_unit_double(r.v[0], r.v[1]));
+      if (2 * blk + 1 < n) out[2 * blk + 1] = static_cast<T>(low + (high - low) * Philox::to_unit_double(r.v[2], r.v[3]));
     }
   });
   if constexpr (std::is_same_v<D, cpu>) return host;
