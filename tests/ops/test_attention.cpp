@@ -1,0 +1,286 @@
+// scaled_dot_product_attention (ops/attention.hpp): forward and backward against a naive double
+// reference (the full probability matrix) for sizes crossing the query and key blocks and every
+// SIMD width, causal and padding masks, Tq != Tk both ways; gradcheck in double for q, k and v;
+// fully masked rows; permuted and broadcast operands; bf16; large scores; shape errors.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cerberus/ops/attention.hpp"
+#include "cerberus/tensor/factories.hpp"
+#include "cerberus/testing/gradcheck.hpp"
+#include "support/catch.hpp"
+#include "support/reference.hpp"
+
+using namespace cerberus;
+using cerberus::testing::gradcheck;
+using cerberus::testing_support::compare;
+using cerberus::testing_support::values;
+using Inputs = std::vector<Tensor<double>>;
+
+namespace {
+
+template <class T>
+Tensor<T> rand(const Shape& shape, double lo, double hi, std::uint64_t seed) {
+  Generator g(seed);
+  return uniform<T>(shape, lo, hi, g);
+}
+
+struct Dims {
+  Index b, h, tq, tk, d, dv;
+};
+
+// [B, Tk] with the last `padded[b]` keys of batch entry b padded.
+Tensor<std::uint8_t> padding(Index b, Index tk, const std::vector<Index>& padded) {
+  std::vector<std::uint8_t> m(static_cast<std::size_t>(b * tk), 0);
+  for (Index i = 0; i < b; ++i)
+    for (Index j = tk - padded[static_cast<std::size_t>(i)]; j < tk; ++j) m[static_cast<std::size_t>(i * tk + j)] = 1;
+  return from_vector<std::uint8_t>(m, Shape{b, tk});
+}
+
+struct Reference {
+  std::vector<double> out, dq, dk, dv;
+};
+
+// The textbook computation in double with the whole probability matrix: P = softmax(scale q k^T
+// + mask) (a row with no visible key is all zeros), out = P v, and the gradients for upstream dout.
+Reference reference(const Dims& s, const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+                    const std::vector<double>& dout, bool causal, const std::vector<std::uint8_t>& pad, double scale) {
+  Reference r;
+  r.out.assign(static_cast<std::size_t>(s.b * s.h * s.tq * s.dv), 0.0);
+  r.dq.assign(static_cast<std::size_t>(s.b * s.h * s.tq * s.d), 0.0);
+  r.dk.assign(static_cast<std::size_t>(s.b * s.h * s.tk * s.d), 0.0);
+  r.dv.assign(static_cast<std::size_t>(s.b * s.h * s.tk * s.dv), 0.0);
+  auto at = [](Index bh, Index t, Index T, Index i, Index X) { return static_cast<std::size_t>((bh * T + t) * X + i); };
+  for (Index b = 0; b < s.b; ++b)
+    for (Index h = 0; h < s.h; ++h) {
+      const Index bh = b * s.h + h;
+      std::vector<double> p(static_cast<std::size_t>(s.tq * s.tk), 0.0);
+      for (Index i = 0; i < s.tq; ++i) {
+        std::vector<double> sc(static_cast<std::size_t>(s.tk), -std::numeric_limits<double>::infinity());
+        double m = -std::numeric_limits<double>::infinity();
+        for (Index j = 0; j < s.tk; ++j) {
+          const bool visible = (!causal || j <= i + s.tk - s.tq) && (pad.empty() || !pad[static_cast<std::size_t>(b * s.tk + j)]);
+          if (!visible) continue;
+          double dot = 0;
+          for (Index c = 0; c < s.d; ++c) dot += q[at(bh, i, s.tq, c, s.d)] * k[at(bh, j, s.tk, c, s.d)];
+          sc[static_cast<std::size_t>(j)] = scale * dot;
+          m = std::max(m, scale * dot);
+        }
+        if (m == -std::numeric_limits<double>::infinity()) continue;
+        double sum = 0;
+        for (Index j = 0; j < s.tk; ++j) sum += std::exp(sc[static_cast<std::size_t>(j)] - m);
+        for (Index j = 0; j < s.tk; ++j) p[static_cast<std::size_t>(i * s.tk + j)] = std::exp(sc[static_cast<std::size_t>(j)] - m) / sum;
+      }
+      for (Index i = 0; i < s.tq; ++i) {
+        std::vector<double> dp(static_cast<std::size_t>(s.tk), 0.0);
+        double row = 0;
+        for (Index j = 0; j < s.tk; ++j) {
+          const double pij = p[static_cast<std::size_t>(i * s.tk + j)];
+          for (Index c = 0; c < s.dv; ++c) {
+            r.out[at(bh, i, s.tq, c, s.dv)] += pij * v[at(bh, j, s.tk, c, s.dv)];
+            dp[static_cast<std::size_t>(j)] += dout[at(bh, i, s.tq, c, s.dv)] * v[at(bh, j, s.tk, c, s.dv)];
+            r.dv[at(bh, j, s.tk, c, s.dv)] += pij * dout[at(bh, i, s.tq, c, s.dv)];
+          }
+          row += pij * dp[static_cast<std::size_t>(j)];
+        }
+        for (Index j = 0; j < s.tk; ++j) {
+          const double ds = p[static_cast<std::size_t>(i * s.tk + j)] * (dp[static_cast<std::size_t>(j)] - row) * scale;
+          for (Index c = 0; c < s.d; ++c) {
+            r.dq[at(bh, i, s.tq, c, s.d)] += ds * k[at(bh, j, s.tk, c, s.d)];
+            r.dk[at(bh, j, s.tk, c, s.d)] += ds * q[at(bh, i, s.tq, c, s.d)];
+          }
+        }
+      }
+    }
+  return r;
+}
+
+// Runs the op with gradients on T inputs and compares output and gradients with the reference.
+template <class T>
+void check_against_reference(const Dims& s, bool causal, const std::vector<Index>& padded, double tol, std::uint64_t seed) {
+  const auto qd = rand<double>({s.b, s.h, s.tq, s.d}, -1.5, 1.5, seed);
+  const auto kd = rand<double>({s.b, s.h, s.tk, s.d}, -1.5, 1.5, seed + 1);
+  const auto vd = rand<double>({s.b, s.h, s.tk, s.dv}, -1, 1, seed + 2);
+  const auto gd = rand<double>({s.b, s.h, s.tq, s.dv}, -1, 1, seed + 3);
+  Tensor<T> q = qd.to<T>(), k = kd.to<T>(), v = vd.to<T>();
+  q.set_requires_grad();
+  k.set_requires_grad();
+  v.set_requires_grad();
+  AttentionOptions o{.causal = causal};
+  if (!padded.empty()) o.key_padding = padding(s.b, s.tk, padded);
+  const auto out = scaled_dot_product_attention(q, k, v, o);
+  REQUIRE(out.shape() == Shape{s.b, s.h, s.tq, s.dv});
+  out.backward(gd.to<T>());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
+  const auto ref = reference(s, values(q), values(k), values(v), values(gd.to<T>()), causal,
+                             o.key_padding.defined() ? o.key_padding.to_vector() : std::vector<std::uint8_t>{}, scale);
+  const std::pair<const char*, std::pair<std::vector<double>, const std::vector<double>*>> checks[] = {
+      {"out", {values(out), &ref.out}}, {"dq", {values(q.grad()), &ref.dq}}, {"dk", {values(k.grad()), &ref.dk}},
+      {"dv", {values(v.grad()), &ref.dv}}};
+  for (const auto& [what, pair] : checks) {
+    const auto c = compare(pair.first, *pair.second, tol, tol);
+    INFO(what << " [" << s.b << ", " << s.h << ", Tq " << s.tq << ", Tk " << s.tk << ", D " << s.d << ", Dv " << s.dv
+              << "] causal " << causal << ", padded " << !padded.empty() << ": " << c.describe());
+    CHECK(c.ok());
+  }
+}
+
+void expect_gradients_match(const std::string& what, const cerberus::testing::DifferentiableFn& fn, const Inputs& inputs) {
+  const auto r = gradcheck(fn, inputs);
+  INFO(what << ": " << r.message);
+  CHECK(r.ok);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("attention forward and backward match the full-matrix reference", "[attention]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+  const std::vector<Dims> sizes = {
+      {1, 1, 1, 1, 1, 1},     {2, 3, 5, 9, 7, 16},   {2, 2, 9, 5, 33, 7},      // Tq < Tk, Tq > Tk, odd widths
+      {1, 2, 70, 300, 16, 33}, {2, 1, 130, 130, 64, 64}, {1, 1, 1, 513, 32, 32},  // across query and key blocks; decoding
+  };
+  for (const auto& s : sizes)
+    for (const bool causal : {false, true}) {
+      check_against_reference<T>(s, causal, {}, tol, 10);
+      std::vector<Index> padded(static_cast<std::size_t>(s.b), 0);
+      padded[0] = s.tk / 3;  // entry 0 pads its last third; others none
+      if (s.b > 1) padded[1] = s.tk - 1;
+      check_against_reference<T>(s, causal, padded, tol, 20);
+    }
+}
+
+TEST_CASE("attention: gradients match finite differences in double", "[attention][grad]") {
+  const auto q = rand<double>({2, 2, 3, 4}, -1, 1, 31), k = rand<double>({2, 2, 5, 4}, -1, 1, 32), v = rand<double>({2, 2, 5, 3}, -1, 1, 33);
+  const auto pad = padding(2, 5, {1, 3});
+  const std::vector<std::pair<std::string, AttentionOptions>> cases = {
+      {"plain", {}},
+      {"causal", {.causal = true}},
+      {"key padding", {.key_padding = pad}},
+      {"causal + key padding", {.causal = true, .key_padding = pad}},
+      {"scale 0.3", {.scale = 0.3}},
+  };
+  for (const auto& [what, o] : cases) {
+    expect_gradients_match(what + ", Tq < Tk", [&o = o](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], o); },
+                           {q, k, v});
+    // Tq > Tk: with causal, query 0 sees no key (zeros, no gradient).
+    expect_gradients_match(what + ", Tq > Tk", [&o = o](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], o); },
+                           {rand<double>({2, 2, 7, 4}, -1, 1, 34), k, v});
+  }
+  // Operands from a [B, T, H, D] projection, permuted to [B, H, T, D] (strided, not copied).
+  expect_gradients_match("permuted operands",
+                         [](const Inputs& x) {
+                           return scaled_dot_product_attention(x[0].permute({0, 2, 1, 3}), x[1].permute({0, 2, 1, 3}),
+                                                               x[2].permute({0, 2, 1, 3}), {.causal = true});
+                         },
+                         {rand<double>({2, 4, 3, 5}, -1, 1, 35), rand<double>({2, 4, 3, 5}, -1, 1, 36), rand<double>({2, 4, 3, 2}, -1, 1, 37)});
+  // Keys and values shared by every head (multi-query attention through expand: stride 0).
+  expect_gradients_match("keys broadcast over heads",
+                         [](const Inputs& x) {
+                           return scaled_dot_product_attention(x[0], x[1].expand({2, 3, 4, 5}), x[2].expand({2, 3, 4, 2}), {});
+                         },
+                         {rand<double>({2, 3, 4, 5}, -1, 1, 38), rand<double>({2, 1, 4, 5}, -1, 1, 39), rand<double>({2, 1, 4, 2}, -1, 1, 40)});
+}
+
+TEST_CASE("attention: rows whose keys are all masked give zeros and zero gradients, never NaN", "[attention]") {
+  Tensor<float> q = rand<float>({2, 2, 4, 8}, -1, 1, 41), k = rand<float>({2, 2, 6, 8}, -1, 1, 42), v = rand<float>({2, 2, 6, 8}, -1, 1, 43);
+  q.set_requires_grad();
+  k.set_requires_grad();
+  v.set_requires_grad();
+  const auto out = scaled_dot_product_attention(q, k, v, {.key_padding = padding(2, 6, {6, 0})});  // entry 0: every key padded
+  out.backward(ones<float>(out.shape()));
+  const auto o = out.to_vector(), dq = q.grad().to_vector(), dk = k.grad().to_vector(), dv = v.grad().to_vector();
+  for (std::size_t i = 0; i < o.size() / 2; ++i) CHECK(o[i] == 0.0f);  // entry 0
+  for (std::size_t i = 0; i < dq.size() / 2; ++i) CHECK(dq[i] == 0.0f);
+  for (std::size_t i = 0; i < dk.size() / 2; ++i) CHECK((dk[i] == 0.0f && dv[i] == 0.0f));
+  for (const float x : o) CHECK(std::isfinite(x));
+  for (const float x : dq) CHECK(std::isfinite(x));
+
+  // Causal with more queries than keys: the first Tq - Tk queries see nothing.
+  const auto c = scaled_dot_product_attention(rand<float>({1, 1, 5, 4}, -1, 1, 44), rand<float>({1, 1, 2, 4}, -1, 1, 45),
+                                              rand<float>({1, 1, 2, 4}, -1, 1, 46), {.causal = true});
+  const auto cv = c.to_vector();
+  for (std::size_t i = 0; i < 12; ++i) CHECK(cv[i] == 0.0f);
+  for (std::size_t i = 12; i < cv.size(); ++i) CHECK(cv[i] != 0.0f);
+}
+
+TEST_CASE("attention: decoding one query with causal equals attending every key", "[attention]") {
+  const auto q = rand<float>({2, 3, 1, 16}, -1, 1, 51), k = rand<float>({2, 3, 40, 16}, -1, 1, 52), v = rand<float>({2, 3, 40, 8}, -1, 1, 53);
+  const auto a = scaled_dot_product_attention(q, k, v, {.causal = true});
+  const auto b = scaled_dot_product_attention(q, k, v);
+  CHECK(a.to_vector() == b.to_vector());
+}
+
+TEST_CASE("attention: large scores stay finite (online softmax keeps a running max)", "[attention][stability]") {
+  const auto q = rand<float>({1, 2, 70, 16}, -1, 1, 61), k = rand<float>({1, 2, 300, 16}, -1, 1, 62), v = rand<float>({1, 2, 300, 16}, -1, 1, 63);
+  Tensor<float> qs = Tensor<float>(q * 400.0f);  // scores up to ~1e3 after scaling
+  qs.set_requires_grad();
+  const auto out = scaled_dot_product_attention(qs, k, v, {.causal = true});
+  out.backward(ones<float>(out.shape()));
+  for (const float x : out.to_vector()) REQUIRE(std::isfinite(x));
+  for (const float x : qs.grad().to_vector()) REQUIRE(std::isfinite(x));
+  const auto want = reference({1, 2, 70, 300, 16, 16}, values(qs), values(k), values(v), values(ones<float>(out.shape())), true, {}, 0.25);
+  const auto c = compare(values(out), want.out, 1e-4, 1e-4);
+  INFO(c.describe());
+  CHECK(c.ok());
+}
+
+TEST_CASE("attention: bf16 computes in float and rounds once", "[attention]") {
+  const auto qf = rand<float>({2, 2, 20, 16}, -1, 1, 71), kf = rand<float>({2, 2, 30, 16}, -1, 1, 72), vf = rand<float>({2, 2, 30, 8}, -1, 1, 73);
+  Tensor<bfloat16> q = qf.to<bfloat16>(), k = kf.to<bfloat16>(), v = vf.to<bfloat16>();
+  q.set_requires_grad();
+  const auto out = scaled_dot_product_attention(q, k, v, {.causal = true});
+  out.backward(ones<bfloat16>(out.shape()));
+  const Dims s{2, 2, 20, 30, 16, 8};
+  const auto ref = reference(s, values(q), values(k), values(v), values(ones<float>(out.shape())), true, {}, 0.25);
+  CHECK(compare(values(out), ref.out, 1e-2, 1e-2).ok());
+  const auto c = compare(values(q.grad()), ref.dq, 2e-2, 2e-2);
+  INFO(c.describe());
+  CHECK(c.ok());
+}
+
+TEST_CASE("attention: results do not depend on the thread count", "[attention]") {
+  const auto q = rand<float>({2, 4, 100, 32}, -1, 1, 81), k = rand<float>({2, 4, 100, 32}, -1, 1, 82), v = rand<float>({2, 4, 100, 32}, -1, 1, 83);
+  auto run = [&] {
+    Tensor<float> qq = q.clone();
+    qq.set_requires_grad();
+    const auto out = scaled_dot_product_attention(qq, k, v, {.causal = true});
+    out.backward(ones<float>(out.shape()));
+    return std::pair{out.to_vector(), qq.grad().to_vector()};
+  };
+  const int threads = num_threads();
+  set_num_threads(1);
+  const auto one = run();
+  set_num_threads(2);
+  const auto two = run();
+  set_num_threads(threads);
+  CHECK(one == two);
+}
+
+TEST_CASE("attention names the op and the shapes in its errors", "[attention][errors]") {
+  const auto q = zeros<float>({2, 3, 4, 8}), k = zeros<float>({2, 3, 5, 8}), v = zeros<float>({2, 3, 5, 6});
+  try {
+    (void)scaled_dot_product_attention(q, zeros<float>({2, 3, 5, 7}), v);
+    FAIL("no exception");
+  } catch (const ShapeError& e) {
+    const std::string m = e.what();
+    INFO(m);
+    CHECK(m.find("[scaled_dot_product_attention]") != std::string::npos);
+    CHECK(m.find("[2, 3, 4, 8]") != std::string::npos);
+    CHECK(m.find("[2, 3, 5, 7]") != std::string::npos);
+  }
+  CHECK_THROWS_AS(scaled_dot_product_attention(q, k, zeros<float>({2, 3, 4, 6})), ShapeError);  // v's Tk
+  CHECK_THROWS_AS(scaled_dot_product_attention(q, zeros<float>({2, 2, 5, 8}), zeros<float>({2, 2, 5, 6})), ShapeError);
+  CHECK_THROWS_AS(scaled_dot_product_attention(zeros<float>({3, 4, 8}), k, v), ShapeError);
+  try {
+    (void)scaled_dot_product_attention(q, k, v, {.key_padding = zeros<std::uint8_t>({2, 4})});
+    FAIL("no exception");
+  } catch (const ShapeError& e) {
+    const std::string m = e.what();
+    CHECK(m.find("key_padding") != std::string::npos);
+    CHECK(m.find("[2, 4]") != std::string::npos);
+  }
+}
