@@ -74,9 +74,14 @@ class AccumulateGrad final : public GradNode<T, D> {
     if (!this->grad_.defined()) return;
     NoGradGuard no_grad;
     auto& g = meta_->grad;
-    // The first gradient is copied so that .grad() never aliases a tensor used elsewhere.
-    if (!g.defined()) g = this->grad_.clone();
-    else g += this->grad_;
+    if (g.defined()) {
+      g += this->grad_;
+    } else if (this->grad_.storage().use_count() == 1 && this->grad_.is_contiguous() && this->grad_.offset() == 0 &&
+               this->grad_.numel() * static_cast<Index>(sizeof(T)) == static_cast<Index>(this->grad_.storage()->bytes())) {
+      g = this->grad_.detach();  // nobody else holds this buffer: adopt it instead of copying
+    } else {
+      g = this->grad_.clone();  // so that .grad() never aliases a tensor used elsewhere
+    }
   }
   void release() override {}  // a leaf's accumulator holds nothing to free
 
