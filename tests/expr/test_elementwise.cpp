@@ -250,6 +250,13 @@ TEST_CASE("shape errors name the op and both shapes", "[expr][errors]") {
   CHECK(into.find("[2, 3]") != std::string::npos);
   CHECK(into.find("[3]") != std::string::npos);
 
+  try {
+    Tensor<float> c = a + Tensor<float>();
+    FAIL("expected an Error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("undefined tensor") != std::string::npos);
+  }
+
   const auto expanded = message_of([&] { zeros<float>({1, 3}).expand({4, 3}).assign(1.0f + a.slice(0, 0, 1)); });
   CHECK(expanded.find("broadcast view") != std::string::npos);
 }

@@ -30,6 +30,11 @@ void assign_expression(Tensor<T, D>& out, const E& e, const char* op) {
                        ", strides " + out.strides().to_string() + ")");
   if (out.numel() == 0) return;
 
+  for_each_leaf(e, [&](const auto& leaf) {
+    if (!leaf.defined())
+      throw Error(std::string("[") + op + "] an operand of the expression is an undefined tensor (for example grad() of a "
+                  "tensor that no backward has reached)");
+  });
   bool alias = false;
   for_each_leaf(e, [&](const auto& leaf) {
     if constexpr (std::is_same_v<std::remove_cvref_t<decltype(leaf)>, Tensor<T, D>>) alias = alias || overlaps_differently(out, leaf);
