@@ -16,8 +16,8 @@
 
 #include "cerberus/autograd/grad_mode.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/autograd/meta.hpp"
 #include "cerberus/expr/ops.hpp"  // GradNode::add_grad sums gradients with operator+
-#include "cerberus/tensor/tensor.hpp"
 
 namespace cerberus::autograd {
 
@@ -183,3 +183,8 @@ void run_backward(const std::shared_ptr<GradNode<T, D>>& root, const Tensor<T, D
 }
 
 }  // namespace cerberus::autograd
+
+// Tensor is used above only inside templates, so it may be completed after them. Including it
+// last (rather than first) keeps the tensor.hpp <-> node.hpp cycle safe whichever header a user
+// includes first: ops included by tensor.hpp then see every declaration of this file.
+#include "cerberus/tensor/tensor.hpp"
