@@ -114,3 +114,24 @@ TEST_CASE("deep graphs do not overflow the stack", "[autograd][tape]") {
   y.backward();
   CHECK(x.grad().item() == 1.0);
 }
+
+TEST_CASE("fused backward gives the same gradient whichever leaves require grad", "[autograd][fused]") {
+  Generator gen(5);
+  const auto x0 = uniform<double>({3, 4}, -2, 2, gen);
+  const auto a0 = uniform<double>({4}, -2, 2, gen);
+  const auto g = uniform<double>({3, 4}, -1, 1, gen);
+  auto run = [&](bool x_grad, bool a_grad) {
+    Tensor<double> x = x0.clone(), a = a0.clone();
+    if (x_grad) x.set_requires_grad();
+    if (a_grad) a.set_requires_grad();
+    const Tensor<double> y = gelu(x * a + a);  // the paths to x and a part below gelu and +
+    y.backward(g);
+    return std::make_pair(x_grad ? x.grad().to_vector() : std::vector<double>{}, a_grad ? a.grad().to_vector() : std::vector<double>{});
+  };
+  const auto both = run(true, true);
+  const auto only_x = run(true, false);
+  const auto only_a = run(false, true);
+  REQUIRE(both.first.size() == only_x.first.size());
+  for (std::size_t i = 0; i < both.first.size(); ++i) CHECK(both.first[i] == Approx(only_x.first[i]).epsilon(1e-12));
+  for (std::size_t i = 0; i < both.second.size(); ++i) CHECK(both.second[i] == Approx(only_a.second[i]).epsilon(1e-12));
+}

@@ -72,6 +72,45 @@ auto chain(const Expr<F, Ops...>& e, const G& upstream) {
   }
 }
 
+// The index of the only operand of a node that holds tensor leaves, or -1.
+template <class... Ops>
+constexpr int single_leaf_operand() {
+  constexpr int counts[] = {leaf_count<Ops>::value...};
+  int found = -1;
+  for (int i = 0; i < static_cast<int>(sizeof...(Ops)); ++i) {
+    if (counts[i] == 0) continue;
+    if (found >= 0) return -1;
+    found = i;
+  }
+  return found;
+}
+
+// Walks down from the root while a single operand holds every leaf (gelu(x * a + b): gelu, then
+// +), multiplying the upstream gradient by each partial. Returns the node where the paths to the
+// leaves part and the gradient expression for it. Leaf numbering is the same below that node.
+template <class E, class G>
+auto common_prefix(const E& e, const G& upstream) {
+  if constexpr (is_expr_node<E>::value) {
+    return std::apply(
+        [&](const auto&... ops) {
+          constexpr int c = single_leaf_operand<std::remove_cvref_t<decltype(ops)>...>();
+          if constexpr (c < 0) {
+            return std::make_pair(&e, upstream);
+          } else {
+            const auto partial = E::fn_type::template d<c>(ops...);
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(partial)>, ZeroGrad>) {
+              return std::make_pair(&e, upstream);  // chain() will find the zero and skip every leaf
+            } else {
+              return common_prefix(std::get<c>(e.operands), detail::node<fn::Mul>(upstream, partial));
+            }
+          }
+        },
+        e.operands);
+  } else {
+    return std::make_pair(&e, upstream);
+  }
+}
+
 }  // namespace expr_grad
 
 template <class T, class D, class E>
@@ -91,17 +130,32 @@ class ExprNode final : public GradNode<T, D> {
   }
 
  private:
+  // With two or more leaves to differentiate, the gradient at the node where their paths part is
+  // evaluated once (one pass of gelu' in gelu(x * a + b), not one per leaf); below it each
+  // leaf's gradient is again one fused pass.
   template <std::size_t... K>
   void backward_leaves(std::index_sequence<K...>) {
-    (backward_leaf<static_cast<int>(K)>(), ...);
+    int wanted = 0;
+    for (const auto& edge : this->inputs) wanted += edge != nullptr;
+    const auto [split, upstream] = expr_grad::common_prefix(*expr_, this->grad_);
+    using Split = std::remove_cvref_t<decltype(*split)>;
+    if constexpr (!std::is_same_v<Split, E>) {
+      if (wanted >= 2) {
+        Tensor<T, D> at_split = Tensor<T, D>::empty(this->grad_.shape());
+        detail::assign_expression(at_split, upstream, "backward");
+        (backward_leaf<static_cast<int>(K)>(*split, at_split), ...);
+        return;
+      }
+    }
+    (backward_leaf<static_cast<int>(K)>(*expr_, this->grad_), ...);
   }
 
-  template <int K>
-  void backward_leaf() {
+  template <int K, class Sub>
+  void backward_leaf(const Sub& sub, const Tensor<T, D>& upstream) {
     if (!this->inputs[K]) return;  // this leaf needs no gradient
-    const auto g = expr_grad::chain<K>(*expr_, this->grad_);
+    const auto g = expr_grad::chain<K>(sub, upstream);
     if constexpr (!std::is_same_v<std::remove_cvref_t<decltype(g)>, ZeroGrad>) {
-      const Tensor<T, D>& target = expr_grad::leaf<K>(*expr_);
+      const Tensor<T, D>& target = expr_grad::leaf<K>(sub);
       // One pass over the output shape, then a sum over broadcast dimensions if any.
       Tensor<T, D> full = Tensor<T, D>::empty(this->grad_.shape());
       detail::assign_expression(full, g, "backward");

@@ -26,6 +26,7 @@ struct ScalarOperand {
 template <class F, class... Operands>
 struct Expr {
   static_assert(sizeof...(Operands) >= 1 && sizeof...(Operands) <= 3, "An expression node takes one to three operands.");
+  using fn_type = F;
   F fn;
   std::tuple<Operands...> operands;
 };
