@@ -2,6 +2,7 @@
 // non-contiguous views, sizes that cross SIMD widths (1, 7, 33) and the threading threshold
 // (> 10^5), float / double / bfloat16, fused chains, laziness, aliasing and error messages.
 #include <cmath>
+#include <limits>
 #include <functional>
 #include <string>
 #include <vector>
@@ -271,4 +272,22 @@ TEST_CASE("threaded evaluation gives the same bits as one thread", "[expr][threa
   const Tensor<float> many = gelu_erf(x) * sigmoid(x);
   set_num_threads(saved);
   CHECK(one.to_vector() == many.to_vector());
+}
+
+TEST_CASE("NaN propagates the same way in SIMD lanes and the scalar tail", "[expr][nan]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> a(37, 1.0f), b(37, 0.0f);
+  for (std::size_t i = 0; i < a.size(); i += 3) a[i] = nan;  // in every lane position, and in the tail
+  const auto ta = from_vector<float>(a), tb = from_vector<float>(b);
+  const auto mx = Tensor<float>(maximum(ta, tb)).to_vector();
+  const auto mn = Tensor<float>(minimum(tb, ta)).to_vector();
+  const auto ne = Tensor<float>(not_equal(ta, ta)).to_vector();
+  const auto wh = Tensor<float>(where(ta, 2.0f, 3.0f)).to_vector();
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("element " << i);
+    CHECK(std::isnan(mx[i]) == std::isnan(a[i]));
+    CHECK(std::isnan(mn[i]) == std::isnan(a[i]));
+    CHECK(ne[i] == (std::isnan(a[i]) ? 1.0f : 0.0f));
+    CHECK(wh[i] == 2.0f);  // NaN is nonzero
+  }
 }

@@ -1,5 +1,6 @@
 // gradcheck of the reductions and the softmax family over every axis choice, keepdim on and off,
 // non-contiguous inputs, ties in max/min, and fused expressions as inputs.
+#include <limits>
 #include <vector>
 
 #include "cerberus/cerberus.hpp"
@@ -57,4 +58,15 @@ TEST_CASE("softmax, log_softmax and logsumexp are differentiable along any axis"
   }
   // Around 1e4 the gradients stay finite and right.
   expect_ok("softmax at 1e4", [](const Inputs& v) { return softmax(v[0] + 1e4, -1); }, {rand({2, 6}, 7)});
+}
+
+TEST_CASE("logsumexp of a fully masked row has a zero gradient, not NaN", "[ops][softmax][grad]") {
+  const double inf = std::numeric_limits<double>::infinity();
+  auto x = from_vector<double>({-inf, -inf, 1.0, 2.0}, {2, 2});
+  x.set_requires_grad();
+  sum(logsumexp(x, -1) * from_vector<double>({0.0, 1.0})).backward();
+  const auto g = x.grad().to_vector();
+  CHECK(g[0] == 0.0);
+  CHECK(g[1] == 0.0);
+  CHECK(g[2] + g[3] == Approx(1.0));
 }

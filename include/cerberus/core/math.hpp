@@ -73,14 +73,15 @@ template <class T, class A> inline batch<T, A> tanh(const batch<T, A>& x) { retu
 template <class T, class A> inline batch<T, A> erf(const batch<T, A>& x) { return xsimd::erf(x); }
 template <class T, class A> inline batch<T, A> pow(const batch<T, A>& x, const batch<T, A>& y) { return xsimd::pow(x, y); }
 template <class T, class A> inline batch<T, A> abs(const batch<T, A>& x) { return xsimd::abs(x); }
+// xsimd 8's `!=` is an ordered compare on AVX/AVX-512 (false for NaN), so NaN is tested with isnan.
 template <class T, class A>
 inline batch<T, A> max(const batch<T, A>& a, const batch<T, A>& b) {
-  const auto nan = (a != a) | (b != b);
+  const auto nan = xsimd::isnan(a) | xsimd::isnan(b);
   return xsimd::select(nan, a + b, xsimd::select(a > b, a, b));
 }
 template <class T, class A>
 inline batch<T, A> min(const batch<T, A>& a, const batch<T, A>& b) {
-  const auto nan = (a != a) | (b != b);
+  const auto nan = xsimd::isnan(a) | xsimd::isnan(b);
   return xsimd::select(nan, a + b, xsimd::select(a < b, a, b));
 }
 template <class T, class A>
@@ -90,10 +91,11 @@ inline batch<T, A> less_equal(const batch<T, A>& a, const batch<T, A>& b) { retu
 template <class T, class A>
 inline batch<T, A> equal(const batch<T, A>& a, const batch<T, A>& b) { return xsimd::select(a == b, batch<T, A>(T(1)), batch<T, A>(T(0))); }
 template <class T, class A>
-inline batch<T, A> not_equal(const batch<T, A>& a, const batch<T, A>& b) { return xsimd::select(a != b, batch<T, A>(T(1)), batch<T, A>(T(0))); }
+inline batch<T, A> not_equal(const batch<T, A>& a, const batch<T, A>& b) { return xsimd::select(a == b, batch<T, A>(T(0)), batch<T, A>(T(1))); }
+// Nonzero (NaN included) selects a, like the scalar `cond != 0`.
 template <class T, class A>
 inline batch<T, A> select(const batch<T, A>& cond, const batch<T, A>& a, const batch<T, A>& b) {
-  return xsimd::select(cond != batch<T, A>(T(0)), a, b);
+  return xsimd::select(cond == batch<T, A>(T(0)), b, a);
 }
 #endif
 

@@ -17,8 +17,8 @@
 // Results never depend on the thread count: how a long row or column is cut into pieces, and
 // the order pieces are merged in, follow from the shape alone.
 //
-// Backward (a later issue) needs nothing saved here beyond the forward's own inputs/outputs:
-// sum broadcasts dy, mean broadcasts dy / count, max/min route dy to argmax/argmin positions.
+// Backward (differentiable_reduce, at the end): sum broadcasts dy, mean broadcasts dy / count,
+// max/min share dy among the elements equal to the extreme.
 #pragma once
 
 #include <algorithm>

@@ -23,8 +23,9 @@
 //     log_softmax NaN there and -inf elsewhere (inf / inf has no meaningful value).
 // An axis of extent 0: softmax/log_softmax return an empty tensor, logsumexp -inf (log 0).
 //
-// Backward (a later issue) needs only the forward's output: softmax dx = y * (dy - sum(dy * y)),
-// log_softmax dx = dy - exp(y) * sum(dy), logsumexp dx = dy * exp(x - y).
+// Backward (differentiable_softmax, at the end) works from the forward's output y (and x for
+// logsumexp): softmax dx = y * (dy - sum(dy * y)), log_softmax dx = dy - exp(y) * sum(dy),
+// logsumexp dx = dy * exp(x - y).
 #pragma once
 
 #include <algorithm>
@@ -288,7 +289,10 @@ Tensor<expr_value_t<E>, cpu> differentiable_softmax(const E& expr, int axis, boo
       if (kind == SoftmaxKind::log_softmax) return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(g - exp(y) * sum(g, a, true))};
       Shape kept = x.shape();
       kept[a] = 1;
-      return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(g.reshape(kept) * exp(x - y.reshape(kept)))};
+      // A row of all -inf has logsumexp -inf and no gradient (exp(-inf - -inf) would be NaN).
+      const Tensor<T, cpu> yk = y.reshape(kept);
+      return std::vector<Tensor<T, cpu>>{
+          Tensor<T, cpu>(where(yk > -std::numeric_limits<double>::infinity(), g.reshape(kept) * exp(x - yk), 0.0))};
     });
   }
   return y;
