@@ -23,6 +23,16 @@
 #define CERBERUS_ALWAYS_INLINE inline
 #endif
 
+// Loop unrolling hint that every compiler of the project accepts (nvcc warns on `GCC unroll`).
+#define CERBERUS_PRAGMA(x) _Pragma(#x)
+#if defined(__CUDACC__)
+#define CERBERUS_UNROLL(n) CERBERUS_PRAGMA(unroll n)
+#elif defined(__GNUC__) || defined(__clang__)
+#define CERBERUS_UNROLL(n) CERBERUS_PRAGMA(GCC unroll n)
+#else
+#define CERBERUS_UNROLL(n)
+#endif
+
 namespace cerberus {
 
 // Sizes, strides and offsets. Signed so that differences and reverse loops are natural.

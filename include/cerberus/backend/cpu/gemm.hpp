@@ -9,25 +9,30 @@
 // the way (bfloat16 -> float): A into MR-row panels (per k, MR values side by side) and B into
 // NR-column panels (per k, NR values), zero-padded at the edges. A register-blocked micro-kernel
 // computes an MR x NR tile of C from one A panel and one B panel: per k it loads NR/W vectors of
-// B, broadcasts MR values of A and issues MR * NR / W FMAs. Cache blocking, per KC-deep slice:
-// one A panel slice (MR x KC) is reused from L1 against a block of B panels (KC x up to
-// tile_cols) kept in L2; walking C tile rows left to right keeps the C stream sequential.
-// Packing is done for a whole chunk of K (and of M and N) at once, in one parallel region; the
-// products are then 2-D tiles of C, another region. Chunks are sized so that the packed copies
-// stay cache-resident; writing whole packed matrices out to DRAM cost ~5% at 2048^3.
+// B, broadcasts MR values of A and issues MR * NR / W FMAs (14 x 32 floats on AVX-512).
+// Blocking: K is cut into KC-deep slices; per slice, one A panel slice (MR x KC) is multiplied
+// by a row of B panel slices (KC x up to ~21 panels, which stay in L2), walking C left to right.
+// Panels are stored slice by slice, so the slices a tile streams through are contiguous.
+// Packing covers a chunk of K (and of M and N) at once, sized so that the packed copies stay in
+// cache: packing whole 2048^2 operands, written out to DRAM and read back, cost ~5%.
 //
-// Why our own kernel rather than Eigen's product: on the AVX-512 Xeons this was tuned on, Eigen
-// 3.4 reaches ~124 GFLOP/s at 1024^3 on one thread (~243 on two) and OpenBLAS ~156 (~347); this
-// kernel runs at ~0.95-1.0x OpenBLAS from 512^3 up (docs/performance-gemm.md), so it serves every
-// product above the small-size path and Eigen is not used here.
+// Threads: per chunk, one parallel region packs (panels are independent) and one computes
+// 2-D tiles of C over the shared packed operands, both on the library's one pool
+// (thread_pool.hpp); small products stay on the calling thread. A product's result is bitwise
+// the same for any thread count: each element is summed in the same order, since the K slicing
+// does not depend on the thread count.
 //
-// Threads: everything runs on the library's one pool (thread_pool.hpp); a product's result is
-// bitwise the same for any thread count, because each element is summed in the same order (the
-// K slicing does not depend on the thread count).
+// Measured against OpenBLAS 0.3.21 (AVX-512 kernels, OPENBLAS_CORETYPE=Cooperlake) and Eigen 3.4
+// on the 2-core AVX-512 Xeon VMs this was tuned on (docs/performance-gemm.md): ~0.97-1.03x
+// OpenBLAS on one thread from 256^3 to 2048^3, ~0.95x on two; Eigen's product reaches 0.8-1.0x of
+// this kernel on one thread and threads only through OpenMP, which the library does not use.
+// So this kernel serves every product and Eigen is not called.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <memory>
 #include <type_traits>
 
 #include "cerberus/backend/cpu/backend.hpp"
@@ -132,8 +137,8 @@ void pack_rows_contiguous(C* dst, Index panel_stride, const T* src, Index ds, In
 }
 
 // Depth contiguous in each row (A row-major, B column-major): a transpose, 16 depths at a time
-// through a small buffer. It is bound by the reads of R rows at once, not by shuffling: an
-// AVX-512 in-register transpose measured slower than this.
+// through a small buffer. Memory-bound (~0.3-0.4 ns per value from L3): an AVX-512 in-register
+// transpose and software prefetching both measured slower than this.
 template <int R, class C, class T>
 void pack_depth_contiguous(C* dst, Index panel_stride, const T* src, Index rs, Index rows, Index q0, Index q1, Index depth) {
   constexpr Index W = 16;
@@ -145,12 +150,8 @@ void pack_depth_contiguous(C* dst, Index panel_stride, const T* src, Index rs, I
     if (n == R) {
       for (; p + W <= depth; p += W) {
         alignas(64) C t[R][W];
-        for (int i = 0; i < R; ++i) {
-#if XPFA
-          __builtin_prefetch(s + i * rs + p + XPFA);
-#endif
+        for (int i = 0; i < R; ++i)
           for (Index k = 0; k < W; ++k) t[i][k] = to_compute<C>(s[i * rs + p + k]);
-        }
         for (Index k = 0; k < W; ++k)
           for (int i = 0; i < R; ++i) d[(p + k) * R + i] = t[i][k];
       }
@@ -196,26 +197,26 @@ void micro_kernel(Index depth, const C* __restrict a, const C* __restrict b, C a
   using Batch = xsimd::batch<C>;
   constexpr int W = static_cast<int>(Batch::size);
   Batch acc[MR][NV];
-#pragma GCC unroll 32
+CERBERUS_UNROLL(32)
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
     for (int v = 0; v < NV; ++v) acc[i][v] = Batch(C(0));
 
   const bool direct = rows == MR && cols == NV * W && c_cs == 1;
   if (direct) {
-#pragma GCC unroll 32
+CERBERUS_UNROLL(32)
     for (int i = 0; i < MR; ++i) __builtin_prefetch(c + i * c_rs, 1, 3);
   }
 
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
   for (Index p = 0; p < depth; ++p) {
     Batch bv[NV];
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
     for (int v = 0; v < NV; ++v) bv[v] = Batch::load_aligned(b + v * W);
-#pragma GCC unroll 32
+CERBERUS_UNROLL(32)
     for (int i = 0; i < MR; ++i) {
       const Batch ai(a[i]);
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
     a += MR;
@@ -224,10 +225,10 @@ void micro_kernel(Index depth, const C* __restrict a, const C* __restrict b, C a
 
   const Batch va(alpha), vb(beta);
   if (direct) {
-#pragma GCC unroll 32
+CERBERUS_UNROLL(32)
     for (int i = 0; i < MR; ++i) {
       C* ci = c + i * c_rs;
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
       for (int v = 0; v < NV; ++v) {
         Batch r = acc[i][v] * va;
         if (beta != C(0)) r = xsimd::fma(Batch::load_unaligned(ci + v * W), vb, r);
@@ -237,9 +238,9 @@ void micro_kernel(Index depth, const C* __restrict a, const C* __restrict b, C a
     return;
   }
   alignas(64) C tile[MR * NV * W];
-#pragma GCC unroll 32
+CERBERUS_UNROLL(32)
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
+CERBERUS_UNROLL(4)
     for (int v = 0; v < NV; ++v) acc[i][v].store_aligned(tile + (i * NV + v) * W);
   for (Index i = 0; i < rows; ++i) {
     for (Index j = 0; j < cols; ++j) {
@@ -248,6 +249,42 @@ void micro_kernel(Index depth, const C* __restrict a, const C* __restrict b, C a
       out = beta == C(0) ? r : r + beta * out;
     }
   }
+}
+
+// Panels are packed by the first task that needs them, inside the product's one parallel region
+// (a separate packing region cost a second worker wake-up, ~20 us: a quarter of a 256^3 product
+// on two threads). Each panel has a flag: free, being packed, or ready. A task claims the free
+// panels it needs (a few at a time, so that two threads needing the same ones share the work),
+// packs them, then waits for those that another thread is packing at that moment. It never waits
+// while holding a claim, and when the tasks run one after another on one thread no claim is ever
+// left open, so this cannot deadlock. The wait is std::atomic::wait (a futex), for at most the
+// time another thread takes to pack a few panels.
+enum PanelState : int { panel_free = 0, panel_packing = 1, panel_ready = 2 };
+
+template <class Pack>
+void ensure_packed(std::atomic<int>* state, Index lo, Index hi, Pack&& pack) {
+  constexpr Index claim_max = 4;
+  const auto claim = [&](Index i) {
+    int expected = panel_free;
+    return state[i].load(std::memory_order_relaxed) == panel_free &&
+           state[i].compare_exchange_strong(expected, panel_packing, std::memory_order_acquire);
+  };
+  for (Index i = lo; i < hi;) {
+    if (!claim(i)) {
+      ++i;
+      continue;
+    }
+    Index j = i + 1;
+    while (j < hi && j - i < claim_max && claim(j)) ++j;
+    pack(i, j);
+    for (Index q = i; q < j; ++q) {
+      state[q].store(panel_ready, std::memory_order_release);
+      state[q].notify_all();
+    }
+    i = j;
+  }
+  for (Index i = lo; i < hi; ++i)
+    for (int v; (v = state[i].load(std::memory_order_acquire)) != panel_ready;) state[i].wait(v, std::memory_order_acquire);
 }
 
 // Multiply-adds below which a packed product runs on the calling thread alone.
@@ -319,6 +356,8 @@ void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, In
   Scratch b_buf(static_cast<std::size_t>(np_max * NR * k_chunk) * sizeof(C));
   C* const pa = a_buf.as<C>();
   C* const pb = b_buf.as<C>();
+  const std::unique_ptr<std::atomic<int>[]> a_state(new std::atomic<int>[static_cast<std::size_t>(mp_max)]);
+  const std::unique_ptr<std::atomic<int>[]> b_state(new std::atomic<int>[static_cast<std::size_t>(np_max)]);
 
   for (Index jc = 0; jc < n; jc += n_chunk) {
     const Index nc = std::min(n_chunk, n - jc), np = (nc + NR - 1) / NR;
@@ -327,31 +366,29 @@ void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, In
       const C beta_chunk = pc == 0 ? beta : C(1);  // later K chunks accumulate onto C
       for (Index ic = 0; ic < m; ic += m_chunk) {
         const Index mc = std::min(m_chunk, m - ic), mp = (mc + MR - 1) / MR;
-        // Region 1: pack this chunk's A panels, and its B panels on the first M chunk. Tasks
-        // get about equal numbers of elements.
-        const Index b_elems = ic == 0 ? np * NR : 0, a_elems = mp * MR;
-        const Index pack_tasks = threads > 1 ? 4 * static_cast<Index>(threads) : 1;
-        const Index a_tasks = std::clamp<Index>(pack_tasks * a_elems / (a_elems + b_elems), 1, mp);
-        const Index b_tasks = b_elems ? std::clamp<Index>(pack_tasks - a_tasks, 1, np) : 0;
-        run_tasks(a_tasks + b_tasks, threads, [&](Index t) {
-          const bool is_a = t < a_tasks;
-          if (!is_a) t -= a_tasks;
-          const Index panels = is_a ? mp : np, tasks = is_a ? a_tasks : b_tasks;
-          const Index q0 = panels * t / tasks, q1 = panels * (t + 1) / tasks;
+        if (ic == 0)
+          for (Index q = 0; q < np; ++q) b_state[q].store(panel_free, std::memory_order_relaxed);
+        for (Index q = 0; q < mp; ++q) a_state[q].store(panel_free, std::memory_order_relaxed);
+        const auto pack_a = [&](Index q0, Index q1) {
           for (Index p0 = 0; p0 < kcc; p0 += KC) {
             const Index depth = std::min(KC, kcc - p0);
-            if (is_a)
-              pack_panels<MR>(pa + p0 * MR * mp, MR * depth, a + ic * a_rs + (pc + p0) * a_cs, a_rs, a_cs, mc, q0, q1, depth);
-            else
-              pack_panels<NR>(pb + p0 * NR * np, NR * depth, b + jc * b_cs + (pc + p0) * b_rs, b_cs, b_rs, nc, q0, q1, depth);
+            pack_panels<MR>(pa + p0 * MR * mp, MR * depth, a + ic * a_rs + (pc + p0) * a_cs, a_rs, a_cs, mc, q0, q1, depth);
           }
-        });
+        };
+        const auto pack_b = [&](Index s0, Index s1) {
+          for (Index p0 = 0; p0 < kcc; p0 += KC) {
+            const Index depth = std::min(KC, kcc - p0);
+            pack_panels<NR>(pb + p0 * NR * np, NR * depth, b + jc * b_cs + (pc + p0) * b_rs, b_cs, b_rs, nc, s0, s1, depth);
+          }
+        };
         // One panel product (MR x NR x KC multiply-adds) takes ~2 us; a late worker ~12 of them.
         const Index late = std::max<Index>(1, 12 * KC / std::max<Index>(kcc, 1));
         const TilePlan plan = plan_tiles(mp, np, Blk::tile_panels, threads, late);
         run_tasks(plan.mt * plan.nt, threads, [&](Index t) {
           const Index q0 = t / plan.nt * plan.tm, q1 = std::min(mp, q0 + plan.tm);
           const Index s0 = t % plan.nt * plan.tn, s1 = std::min(np, s0 + plan.tn);
+          ensure_packed(a_state.get(), q0, q1, pack_a);
+          ensure_packed(b_state.get(), s0, s1, pack_b);
           for (Index p0 = 0; p0 < kcc; p0 += KC) {
             const Index depth = std::min(KC, kcc - p0);
             const C beta_k = p0 == 0 ? beta_chunk : C(1);
