@@ -16,11 +16,11 @@
 // Packing covers a chunk of K (and of M and N) at once, sized so that the packed copies stay in
 // cache: packing whole 2048^2 operands, written out to DRAM and read back, cost ~5%.
 //
-// Threads: per chunk, one parallel region packs (panels are independent) and one computes
-// 2-D tiles of C over the shared packed operands, both on the library's one pool
-// (thread_pool.hpp); small products stay on the calling thread. A product's result is bitwise
-// the same for any thread count: each element is summed in the same order, since the K slicing
-// does not depend on the thread count.
+// Threads: per chunk, one parallel region on the library's one pool (thread_pool.hpp) computes
+// 2-D tiles of C; each panel is packed once, by the first task that needs it, into memory shared
+// by all tasks (see ensure_packed). Small products stay on the calling thread. A product's
+// result is bitwise the same for any thread count: each element is summed in the same order,
+// since the K slicing does not depend on the thread count.
 //
 // Measured against OpenBLAS 0.3.21 (AVX-512 kernels, OPENBLAS_CORETYPE=Cooperlake) and Eigen 3.4
 // on the 2-core AVX-512 Xeon VMs this was tuned on (docs/performance-gemm.md): ~0.97-1.03x
