@@ -23,10 +23,10 @@
 // since the K slicing does not depend on the thread count.
 //
 // Measured against OpenBLAS 0.3.21 (AVX-512 kernels, OPENBLAS_CORETYPE=Cooperlake) and Eigen 3.4
-// on the 2-core AVX-512 Xeon VMs this was tuned on (docs/performance-gemm.md): ~0.97-1.03x
-// OpenBLAS on one thread from 256^3 to 2048^3, ~0.95x on two; Eigen's product reaches 0.8-1.0x of
-// this kernel on one thread and threads only through OpenMP, which the library does not use.
-// So this kernel serves every product and Eigen is not called.
+// on the 2-core AVX-512 Xeon VMs this was tuned on (docs/performance.md): 0.96-1.01x
+// OpenBLAS on one thread from 256^3 to 2048^3, 0.93-0.99x on two; Eigen's product reaches
+// 0.78-0.98x of this kernel on one thread and threads only through OpenMP, which the library does
+// not use. So this kernel serves every product and Eigen is not called.
 #pragma once
 
 #include <algorithm>
@@ -203,10 +203,12 @@ CERBERUS_UNROLL(4)
     for (int v = 0; v < NV; ++v) acc[i][v] = Batch(C(0));
 
   const bool direct = rows == MR && cols == NV * W && c_cs == 1;
+#if defined(__GNUC__)
   if (direct) {
 CERBERUS_UNROLL(32)
     for (int i = 0; i < MR; ++i) __builtin_prefetch(c + i * c_rs, 1, 3);
   }
+#endif
 
 CERBERUS_UNROLL(4)
   for (Index p = 0; p < depth; ++p) {
@@ -252,13 +254,13 @@ CERBERUS_UNROLL(4)
 }
 
 // Panels are packed by the first task that needs them, inside the product's one parallel region
-// (a separate packing region cost a second worker wake-up, ~20 us: a quarter of a 256^3 product
+// (a separate packing region cost a second worker wake-up, ~20 us: an eighth of a 256^3 product
 // on two threads). Each panel has a flag: free, being packed, or ready. A task claims the free
 // panels it needs (a few at a time, so that two threads needing the same ones share the work),
 // packs them, then waits for those that another thread is packing at that moment. It never waits
 // while holding a claim, and when the tasks run one after another on one thread no claim is ever
-// left open, so this cannot deadlock. The wait is std::atomic::wait (a futex), for at most the
-// time another thread takes to pack a few panels.
+// left open, so this cannot deadlock. The wait is std::atomic::wait (a futex after the standard
+// library's brief spin), for at most the time another thread takes to pack a few panels.
 enum PanelState : int { panel_free = 0, panel_packing = 1, panel_ready = 2 };
 
 template <class Pack>
