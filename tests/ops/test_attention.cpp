@@ -17,16 +17,12 @@
 using namespace cerberus;
 using cerberus::testing::gradcheck;
 using cerberus::testing_support::compare;
+using cerberus::testing_support::random_uniform;
 using cerberus::testing_support::values;
 using Inputs = std::vector<Tensor<double>>;
 
 namespace {
 
-template <class T>
-Tensor<T> rand(const Shape& shape, double lo, double hi, std::uint64_t seed) {
-  Generator g(seed);
-  return uniform<T>(shape, lo, hi, g);
-}
 
 struct Dims {
   Index b, h, tq, tk, d, dv;
@@ -101,10 +97,10 @@ Reference reference(const Dims& s, const std::vector<double>& q, const std::vect
 // Runs the op with gradients on T inputs and compares output and gradients with the reference.
 template <class T>
 void check_against_reference(const Dims& s, bool causal, const std::vector<Index>& padded, double tol, std::uint64_t seed) {
-  const auto qd = rand<double>({s.b, s.h, s.tq, s.d}, -1.5, 1.5, seed);
-  const auto kd = rand<double>({s.b, s.h, s.tk, s.d}, -1.5, 1.5, seed + 1);
-  const auto vd = rand<double>({s.b, s.h, s.tk, s.dv}, -1, 1, seed + 2);
-  const auto gd = rand<double>({s.b, s.h, s.tq, s.dv}, -1, 1, seed + 3);
+  const auto qd = random_uniform<double>({s.b, s.h, s.tq, s.d}, -1.5, 1.5, seed);
+  const auto kd = random_uniform<double>({s.b, s.h, s.tk, s.d}, -1.5, 1.5, seed + 1);
+  const auto vd = random_uniform<double>({s.b, s.h, s.tk, s.dv}, -1, 1, seed + 2);
+  const auto gd = random_uniform<double>({s.b, s.h, s.tq, s.dv}, -1, 1, seed + 3);
   Tensor<T> q = qd.to<T>(), k = kd.to<T>(), v = vd.to<T>();
   q.set_requires_grad();
   k.set_requires_grad();
@@ -154,7 +150,7 @@ TEMPLATE_TEST_CASE("attention forward and backward match the full-matrix referen
 }
 
 TEST_CASE("attention: gradients match finite differences in double", "[attention][grad]") {
-  const auto q = rand<double>({2, 2, 3, 4}, -1, 1, 31), k = rand<double>({2, 2, 5, 4}, -1, 1, 32), v = rand<double>({2, 2, 5, 3}, -1, 1, 33);
+  const auto q = random_uniform<double>({2, 2, 3, 4}, -1, 1, 31), k = random_uniform<double>({2, 2, 5, 4}, -1, 1, 32), v = random_uniform<double>({2, 2, 5, 3}, -1, 1, 33);
   const auto pad = padding(2, 5, {1, 3});
   const std::vector<std::pair<std::string, AttentionOptions>> cases = {
       {"plain", {}},
@@ -168,7 +164,7 @@ TEST_CASE("attention: gradients match finite differences in double", "[attention
                            {q, k, v});
     // Tq > Tk: with causal, query 0 sees no key (zeros, no gradient).
     expect_gradients_match(what + ", Tq > Tk", [&o = o](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], o); },
-                           {rand<double>({2, 2, 7, 4}, -1, 1, 34), k, v});
+                           {random_uniform<double>({2, 2, 7, 4}, -1, 1, 34), k, v});
   }
   // Operands from a [B, T, H, D] projection, permuted to [B, H, T, D] (strided, not copied).
   expect_gradients_match("permuted operands",
@@ -176,17 +172,17 @@ TEST_CASE("attention: gradients match finite differences in double", "[attention
                            return scaled_dot_product_attention(x[0].permute({0, 2, 1, 3}), x[1].permute({0, 2, 1, 3}),
                                                                x[2].permute({0, 2, 1, 3}), {.causal = true});
                          },
-                         {rand<double>({2, 4, 3, 5}, -1, 1, 35), rand<double>({2, 4, 3, 5}, -1, 1, 36), rand<double>({2, 4, 3, 2}, -1, 1, 37)});
+                         {random_uniform<double>({2, 4, 3, 5}, -1, 1, 35), random_uniform<double>({2, 4, 3, 5}, -1, 1, 36), random_uniform<double>({2, 4, 3, 2}, -1, 1, 37)});
   // Keys and values shared by every head (multi-query attention through expand: stride 0).
   expect_gradients_match("keys broadcast over heads",
                          [](const Inputs& x) {
                            return scaled_dot_product_attention(x[0], x[1].expand({2, 3, 4, 5}), x[2].expand({2, 3, 4, 2}), {});
                          },
-                         {rand<double>({2, 3, 4, 5}, -1, 1, 38), rand<double>({2, 1, 4, 5}, -1, 1, 39), rand<double>({2, 1, 4, 2}, -1, 1, 40)});
+                         {random_uniform<double>({2, 3, 4, 5}, -1, 1, 38), random_uniform<double>({2, 1, 4, 5}, -1, 1, 39), random_uniform<double>({2, 1, 4, 2}, -1, 1, 40)});
 }
 
 TEST_CASE("attention: rows whose keys are all masked give zeros and zero gradients, never NaN", "[attention]") {
-  Tensor<float> q = rand<float>({2, 2, 4, 8}, -1, 1, 41), k = rand<float>({2, 2, 6, 8}, -1, 1, 42), v = rand<float>({2, 2, 6, 8}, -1, 1, 43);
+  Tensor<float> q = random_uniform<float>({2, 2, 4, 8}, -1, 1, 41), k = random_uniform<float>({2, 2, 6, 8}, -1, 1, 42), v = random_uniform<float>({2, 2, 6, 8}, -1, 1, 43);
   q.set_requires_grad();
   k.set_requires_grad();
   v.set_requires_grad();
@@ -200,22 +196,22 @@ TEST_CASE("attention: rows whose keys are all masked give zeros and zero gradien
   for (const float x : dq) CHECK(std::isfinite(x));
 
   // Causal with more queries than keys: the first Tq - Tk queries see nothing.
-  const auto c = scaled_dot_product_attention(rand<float>({1, 1, 5, 4}, -1, 1, 44), rand<float>({1, 1, 2, 4}, -1, 1, 45),
-                                              rand<float>({1, 1, 2, 4}, -1, 1, 46), {.causal = true});
+  const auto c = scaled_dot_product_attention(random_uniform<float>({1, 1, 5, 4}, -1, 1, 44), random_uniform<float>({1, 1, 2, 4}, -1, 1, 45),
+                                              random_uniform<float>({1, 1, 2, 4}, -1, 1, 46), {.causal = true});
   const auto cv = c.to_vector();
   for (std::size_t i = 0; i < 12; ++i) CHECK(cv[i] == 0.0f);
   for (std::size_t i = 12; i < cv.size(); ++i) CHECK(cv[i] != 0.0f);
 }
 
 TEST_CASE("attention: decoding one query with causal equals attending every key", "[attention]") {
-  const auto q = rand<float>({2, 3, 1, 16}, -1, 1, 51), k = rand<float>({2, 3, 40, 16}, -1, 1, 52), v = rand<float>({2, 3, 40, 8}, -1, 1, 53);
+  const auto q = random_uniform<float>({2, 3, 1, 16}, -1, 1, 51), k = random_uniform<float>({2, 3, 40, 16}, -1, 1, 52), v = random_uniform<float>({2, 3, 40, 8}, -1, 1, 53);
   const auto a = scaled_dot_product_attention(q, k, v, {.causal = true});
   const auto b = scaled_dot_product_attention(q, k, v);
   CHECK(a.to_vector() == b.to_vector());
 }
 
 TEST_CASE("attention: large scores stay finite (online softmax keeps a running max)", "[attention][stability]") {
-  const auto q = rand<float>({1, 2, 70, 16}, -1, 1, 61), k = rand<float>({1, 2, 300, 16}, -1, 1, 62), v = rand<float>({1, 2, 300, 16}, -1, 1, 63);
+  const auto q = random_uniform<float>({1, 2, 70, 16}, -1, 1, 61), k = random_uniform<float>({1, 2, 300, 16}, -1, 1, 62), v = random_uniform<float>({1, 2, 300, 16}, -1, 1, 63);
   Tensor<float> qs = Tensor<float>(q * 400.0f);  // scores up to ~1e3 after scaling
   qs.set_requires_grad();
   const auto out = scaled_dot_product_attention(qs, k, v, {.causal = true});
@@ -229,7 +225,7 @@ TEST_CASE("attention: large scores stay finite (online softmax keeps a running m
 }
 
 TEST_CASE("attention: bf16 computes in float and rounds once", "[attention]") {
-  const auto qf = rand<float>({2, 2, 20, 16}, -1, 1, 71), kf = rand<float>({2, 2, 30, 16}, -1, 1, 72), vf = rand<float>({2, 2, 30, 8}, -1, 1, 73);
+  const auto qf = random_uniform<float>({2, 2, 20, 16}, -1, 1, 71), kf = random_uniform<float>({2, 2, 30, 16}, -1, 1, 72), vf = random_uniform<float>({2, 2, 30, 8}, -1, 1, 73);
   Tensor<bfloat16> q = qf.to<bfloat16>(), k = kf.to<bfloat16>(), v = vf.to<bfloat16>();
   q.set_requires_grad();
   const auto out = scaled_dot_product_attention(q, k, v, {.causal = true});
@@ -243,7 +239,7 @@ TEST_CASE("attention: bf16 computes in float and rounds once", "[attention]") {
 }
 
 TEST_CASE("attention: results do not depend on the thread count", "[attention]") {
-  const auto q = rand<float>({2, 4, 100, 32}, -1, 1, 81), k = rand<float>({2, 4, 100, 32}, -1, 1, 82), v = rand<float>({2, 4, 100, 32}, -1, 1, 83);
+  const auto q = random_uniform<float>({2, 4, 100, 32}, -1, 1, 81), k = random_uniform<float>({2, 4, 100, 32}, -1, 1, 82), v = random_uniform<float>({2, 4, 100, 32}, -1, 1, 83);
   auto run = [&] {
     Tensor<float> qq = q.clone();
     qq.set_requires_grad();

@@ -16,16 +16,12 @@
 using namespace cerberus;
 using cerberus::testing::gradcheck;
 using cerberus::testing_support::compare;
+using cerberus::testing_support::random_uniform;
 using cerberus::testing_support::values;
 using Inputs = std::vector<Tensor<double>>;
 
 namespace {
 
-template <class T>
-Tensor<T> rand(const Shape& shape, double lo, double hi, std::uint64_t seed) {
-  Generator g(seed);
-  return uniform<T>(shape, lo, hi, g);
-}
 
 // Targets in [0, v) with every third row (from `first_ignored`) set to -100.
 Tensor<std::int64_t> make_targets(Index rows, Index v, std::uint64_t seed, Index first_ignored = 1) {
@@ -71,9 +67,9 @@ TEMPLATE_TEST_CASE("cross_entropy forward matches a double reference", "[loss]",
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   const Index rows = 13;
   for (const Index v : {1, 7, 16, 33, 1000}) {
-    const auto x = rand<T>({rows, v}, -4, 4, 100 + static_cast<std::uint64_t>(v));
+    const auto x = random_uniform<T>({rows, v}, -4, 4, 100 + static_cast<std::uint64_t>(v));
     const auto t = make_targets(rows, v, 7);
-    const auto w = rand<float>({rows}, 0.2, 2, 8);
+    const auto w = random_uniform<float>({rows}, 0.2, 2, 8);
     for (const double e : {0.0, 0.1})
       for (const bool weighted : {false, true})
         for (const Reduction red : {Reduction::none, Reduction::mean, Reduction::sum}) {
@@ -92,7 +88,7 @@ TEMPLATE_TEST_CASE("cross_entropy forward matches a double reference", "[loss]",
 }
 
 TEST_CASE("cross_entropy accepts [B, T, V] logits with [B, T] or flat targets", "[loss]") {
-  const auto x = rand<double>({2, 3, 5}, -1, 1, 11);
+  const auto x = random_uniform<double>({2, 3, 5}, -1, 1, 11);
   const auto t_flat = make_targets(6, 5, 12);
   const auto t_bt = t_flat.reshape({2, 3});
   const auto a = cross_entropy(x, t_bt, {.reduction = Reduction::none});
@@ -106,9 +102,9 @@ TEST_CASE("cross_entropy accepts [B, T, V] logits with [B, T] or flat targets", 
 TEST_CASE("cross_entropy: gradients match finite differences in double", "[loss][grad]") {
   const Index rows = 7;
   for (const Index v : {1, 7, 33}) {
-    const auto x = rand<double>({rows, v}, -3, 3, 21);
+    const auto x = random_uniform<double>({rows, v}, -3, 3, 21);
     const auto t = make_targets(rows, v, 22);
-    const auto w = rand<float>({rows}, 0.2, 2, 23);
+    const auto w = random_uniform<float>({rows}, 0.2, 2, 23);
     for (const double e : {0.0, 0.2})
       for (const bool weighted : {false, true})
         for (const Reduction red : {Reduction::none, Reduction::mean, Reduction::sum}) {
@@ -125,16 +121,16 @@ TEST_CASE("cross_entropy: gradients match finite differences in double", "[loss]
   const auto t = make_targets(6, 4, 24);
   const auto r = gradcheck(
       [&](const Inputs& in) { return cross_entropy(Tensor<double>(in[0].transpose(0, 1) * 2.0), t.reshape({3, 2}), {.label_smoothing = 0.1}); },
-      {rand<double>({2, 3, 4}, -1, 1, 25)});
+      {random_uniform<double>({2, 3, 4}, -1, 1, 25)});
   INFO(r.message);
   CHECK(r.ok);
 }
 
 TEST_CASE("cross_entropy: float and bf16 gradients agree with the double op, whatever the thread count", "[loss][grad]") {
   const Index rows = 64, v = 1000;
-  const auto xd = rand<double>({rows, v}, -5, 5, 31);
+  const auto xd = random_uniform<double>({rows, v}, -5, 5, 31);
   const auto t = make_targets(rows, v, 32);
-  const auto w = rand<float>({rows}, 0.5, 1.5, 33);
+  const auto w = random_uniform<float>({rows}, 0.5, 1.5, 33);
   const CrossEntropyOptions o{.label_smoothing = 0.1, .weights = w};
   auto run = [&](auto tag) {
     using T = decltype(tag);
@@ -165,7 +161,7 @@ TEST_CASE("cross_entropy: float and bf16 gradients agree with the double op, wha
 
 TEST_CASE("cross_entropy: logits around 1e4 give finite, accurate losses and gradients", "[loss][stability]") {
   const Index rows = 16, v = 1000;
-  const auto x = rand<float>({rows, v}, 1e4 - 8, 1e4 + 8, 41);
+  const auto x = random_uniform<float>({rows, v}, 1e4 - 8, 1e4 + 8, 41);
   const auto t = make_targets(rows, v, 42);
   for (const double e : {0.0, 0.1}) {
     Tensor<float> leaf = x.clone();
@@ -189,7 +185,7 @@ TEST_CASE("cross_entropy: logits around 1e4 give finite, accurate losses and gra
 }
 
 TEST_CASE("cross_entropy: a batch whose targets are all ignored has loss 0 and zero gradients", "[loss]") {
-  Tensor<float> x = rand<float>({3, 5}, -1, 1, 51);
+  Tensor<float> x = random_uniform<float>({3, 5}, -1, 1, 51);
   x.set_requires_grad();
   const auto t = from_vector<std::int64_t>({-100, -100, -100});
   const auto loss = cross_entropy(x, t);

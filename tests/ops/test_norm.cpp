@@ -15,16 +15,12 @@
 using namespace cerberus;
 using cerberus::testing::gradcheck;
 using cerberus::testing_support::compare;
+using cerberus::testing_support::random_uniform;
 using cerberus::testing_support::values;
 using Inputs = std::vector<Tensor<double>>;
 
 namespace {
 
-template <class T>
-Tensor<T> rand(const Shape& shape, double lo, double hi, std::uint64_t seed) {
-  Generator g(seed);
-  return uniform<T>(shape, lo, hi, g);
-}
 
 // The textbook formulas, in double, over x seen as [rows, n].
 std::vector<double> reference(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b, Index n,
@@ -68,9 +64,9 @@ TEMPLATE_TEST_CASE("layer_norm and rms_norm forward match a double reference", "
   const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
   for (const Index n : {1, 7, 16, 33, 1000}) {
     for (const Index rows : {1, 5, 70}) {
-      const auto x = rand<T>({rows, n}, -2, 3, 10 + static_cast<std::uint64_t>(n));
-      const auto w = rand<T>({n}, 0.5, 1.5, 11);
-      const auto b = rand<T>({n}, -1, 1, 12);
+      const auto x = random_uniform<T>({rows, n}, -2, 3, 10 + static_cast<std::uint64_t>(n));
+      const auto w = random_uniform<T>({n}, 0.5, 1.5, 11);
+      const auto b = random_uniform<T>({n}, -1, 1, 12);
       INFO("rows " << rows << ", C " << n);
       for (const bool use_w : {false, true})
         for (const bool use_b : {false, true}) {
@@ -94,19 +90,19 @@ TEMPLATE_TEST_CASE("layer_norm and rms_norm forward match a double reference", "
 
 TEST_CASE("layer_norm: rank-3 input, non-contiguous input, large offsets, bf16", "[norm]") {
   SECTION("[B, T, C] normalises the last axis") {
-    const auto x = rand<float>({2, 3, 33}, -1, 1, 21);
-    const auto w = rand<float>({33}, 0.5, 1.5, 22);
+    const auto x = random_uniform<float>({2, 3, 33}, -1, 1, 21);
+    const auto w = random_uniform<float>({33}, 0.5, 1.5, 22);
     const auto y = layer_norm(x, w, Tensor<float>());
     CHECK(y.shape() == x.shape());
     CHECK(compare(values(y), reference(values(x), values(w), {}, 33, 1e-5, true), 2e-5, 2e-5).ok());
   }
   SECTION("a transposed input is read through its strides") {
-    const auto xt = rand<double>({40, 6}, -1, 1, 23).t();  // [6, 40], not contiguous
+    const auto xt = random_uniform<double>({40, 6}, -1, 1, 23).t();  // [6, 40], not contiguous
     const auto y = layer_norm(xt);
     CHECK(compare(values(y), reference(values(xt), {}, {}, 40, 1e-5, true), 1e-12, 1e-12).ok());
   }
   SECTION("rows around 1e4 with unit spread keep their variance (two-sweep statistics)") {
-    const auto x = rand<float>({8, 1000}, 1e4 - 1, 1e4 + 1, 24);
+    const auto x = random_uniform<float>({8, 1000}, 1e4 - 1, 1e4 + 1, 24);
     const auto y = layer_norm(x);
     // x - mean is rounded to float at 1e4 (half an ulp = 2^-11) and scaled by rstd ~ 1.7.
     const auto c = compare(values(y), reference(values(x), {}, {}, 1000, 1e-5, true), 1e-4, 1.5e-3);
@@ -114,9 +110,9 @@ TEST_CASE("layer_norm: rank-3 input, non-contiguous input, large offsets, bf16",
     CHECK(c.ok());
   }
   SECTION("bf16 computes in float and rounds once") {
-    const auto xf = rand<float>({9, 100}, -2, 2, 25);
-    const auto wf = rand<float>({100}, 0.5, 1.5, 26);
-    const auto bf = rand<float>({100}, -1, 1, 27);
+    const auto xf = random_uniform<float>({9, 100}, -2, 2, 25);
+    const auto wf = random_uniform<float>({100}, 0.5, 1.5, 26);
+    const auto bf = random_uniform<float>({100}, -1, 1, 27);
     const auto x = xf.to<bfloat16>(), w = wf.to<bfloat16>(), b = bf.to<bfloat16>();
     const auto y = layer_norm(x, w, b);
     // The reference sees the same bf16-rounded inputs; only the output rounding differs.
@@ -134,9 +130,9 @@ TEST_CASE("layer_norm: rank-3 input, non-contiguous input, large offsets, bf16",
 
 TEST_CASE("layer_norm and rms_norm: gradients match finite differences in double", "[norm][grad]") {
   for (const Index n : {1, 7, 33}) {
-    const auto x = rand<double>({4, n}, -2, 2, 31);
-    const auto w = rand<double>({n}, 0.5, 1.5, 32);
-    const auto b = rand<double>({n}, -1, 1, 33);
+    const auto x = random_uniform<double>({4, n}, -2, 2, 31);
+    const auto w = random_uniform<double>({n}, 0.5, 1.5, 32);
+    const auto b = random_uniform<double>({n}, -1, 1, 33);
     const std::string c = " (C = " + std::to_string(n) + ")";
     expect_gradients_match("layer_norm x, weight, bias" + c,
                            [](const Inputs& v) { return layer_norm(v[0], v[1], v[2], 1e-5); }, {x, w, b});
@@ -148,16 +144,16 @@ TEST_CASE("layer_norm and rms_norm: gradients match finite differences in double
   }
   expect_gradients_match("layer_norm of a [2, 3, 5] transposed input",
                          [](const Inputs& v) { return layer_norm(v[0].transpose(0, 2), v[1], v[2]); },
-                         {rand<double>({5, 3, 2}, -1, 1, 34), rand<double>({5}, 0.5, 1.5, 35), rand<double>({5}, -1, 1, 36)});
+                         {random_uniform<double>({5, 3, 2}, -1, 1, 34), random_uniform<double>({5}, 0.5, 1.5, 35), random_uniform<double>({5}, -1, 1, 36)});
   expect_gradients_match("layer_norm feeding an elementwise chain",
                          [](const Inputs& v) { return Tensor<double>(tanh(layer_norm(v[0], v[1], v[2])) * v[0]); },
-                         {rand<double>({3, 9}, -1, 1, 37), rand<double>({9}, 0.5, 1.5, 38), rand<double>({9}, -1, 1, 39)});
+                         {random_uniform<double>({3, 9}, -1, 1, 37), random_uniform<double>({9}, 0.5, 1.5, 38), random_uniform<double>({9}, -1, 1, 39)});
 }
 
 TEST_CASE("float and bf16 gradients agree with the double op; dweight does not depend on the thread count", "[norm][grad]") {
   const Index rows = 300, n = 1000;
-  const auto xd = rand<double>({rows, n}, -2, 2, 41), wd = rand<double>({n}, 0.5, 1.5, 42), bd = rand<double>({n}, -1, 1, 43);
-  const auto gd = rand<double>({rows, n}, -1, 1, 44);
+  const auto xd = random_uniform<double>({rows, n}, -2, 2, 41), wd = random_uniform<double>({n}, 0.5, 1.5, 42), bd = random_uniform<double>({n}, -1, 1, 43);
+  const auto gd = random_uniform<double>({rows, n}, -1, 1, 44);
   auto run = [&](auto tag, bool center) {
     using T = decltype(tag);
     Tensor<T> x = xd.to<T>(), w = wd.to<T>(), b = bd.to<T>();

@@ -10,6 +10,14 @@
 
 namespace cerberus::testing_support {
 
+// A tensor of uniform values in [lo, hi) from its own generator, so each test input is fixed by
+// its seed alone.
+template <class T>
+Tensor<T> random_uniform(const Shape& shape, double lo, double hi, std::uint64_t seed) {
+  Generator gen(seed);
+  return uniform<T>(shape, lo, hi, gen);
+}
+
 // Visits every coordinate of `shape` in row-major order.
 inline void for_each_coord(const Shape& shape, const std::function<void(const std::vector<Index>&)>& fn) {
   std::vector<Index> c(static_cast<std::size_t>(shape.rank()), 0);
