@@ -5,19 +5,10 @@
 
 #include "cerberus/cerberus.hpp"
 #include "support/catch.hpp"
+#include "support/reference.hpp"
 
 using namespace cerberus;
-
-namespace {
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no exception";
-}
-}  // namespace
+using cerberus::testing_support::message_of;
 
 TEST_CASE("gradients accumulate across backward calls until zero_grad", "[autograd][tape]") {
   auto x = from_vector<double>({1, 2, 3});

@@ -14,6 +14,7 @@
 #include "support/reference.hpp"
 
 using namespace cerberus;
+using cerberus::testing_support::message_of;
 using cerberus::testing::gradcheck;
 using cerberus::testing_support::values;
 using Ids = Tensor<std::int64_t>;
@@ -60,15 +61,6 @@ double worst_ratio(const std::vector<double>& got, const std::vector<double>& wa
   for (std::size_t i = 0; i < got.size() && i < want.size(); ++i)
     worst = std::max(worst, std::abs(got[i] - want[i]) / (atol + rtol * std::abs(want[i])));
   return worst;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

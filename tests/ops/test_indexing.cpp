@@ -16,6 +16,7 @@
 #include "support/reference.hpp"
 
 using namespace cerberus;
+using cerberus::testing_support::message_of;
 using cerberus::testing::gradcheck;
 using cerberus::testing_support::broadcast_at;
 using cerberus::testing_support::for_each_coord;
@@ -96,15 +97,6 @@ std::vector<double> ref_gather(const Tensor<T>& x, int a, const Ids& index) {
     r.push_back(broadcast_at(x, src));
   });
   return r;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -12,8 +12,10 @@
 #include "cerberus/tensor/factories.hpp"
 #include "cerberus/ops/reduce.hpp"
 #include "support/catch.hpp"
+#include "support/reference.hpp"
 
 using namespace cerberus;
+using cerberus::testing_support::message_of;
 
 namespace {
 
@@ -184,16 +186,6 @@ void check_every_axis(const Tensor<T>& x) {
       for (int b = a + 1; b < x.rank(); ++b) check_all_ops(x, {a, b}, keepdim);
     }
   }
-}
-
-template <class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

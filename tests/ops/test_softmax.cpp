@@ -12,8 +12,10 @@
 #include "cerberus/tensor/factories.hpp"
 #include "cerberus/ops/softmax.hpp"
 #include "support/catch.hpp"
+#include "support/reference.hpp"
 
 using namespace cerberus;
+using cerberus::testing_support::message_of;
 
 namespace {
 
@@ -127,16 +129,6 @@ std::vector<double> row_sums(const Tensor<float>& y) {
   std::vector<double> s(static_cast<std::size_t>(y.numel() / n), 0.0);
   for (std::size_t i = 0; i < v.size(); ++i) s[i / static_cast<std::size_t>(n)] += v[i];
   return s;
-}
-
-template <class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 }  // namespace

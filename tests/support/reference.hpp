@@ -18,6 +18,17 @@ Tensor<T> random_uniform(const Shape& shape, double lo, double hi, std::uint64_t
   return uniform<T>(shape, lo, hi, gen);
 }
 
+// The message of the cerberus::Error that fn throws, or "(no exception)".
+template <class Fn>
+std::string message_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
 // Visits every coordinate of `shape` in row-major order.
 inline void for_each_coord(const Shape& shape, const std::function<void(const std::vector<Index>&)>& fn) {
   std::vector<Index> c(static_cast<std::size_t>(shape.rank()), 0);
