@@ -28,9 +28,21 @@ torch.set_default_dtype(torch.float64)
 CONFIGS = {
     # GPT-2 shape: LayerNorm with bias, GELU (tanh) MLP, learned positions, tied LM head.
     "gpt_tiny": dict(vocab_size=37, d_model=16, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=64,
-                     max_seq_len=12, norm="layer", mlp="gelu", positions="learned",
-                     tie_embeddings=True, bias=True, norm_eps=1e-5, rope_theta=10000.0),
+                     max_seq_len=12, norm="layer", mlp="gelu", position="learned",
+                     tie_embeddings=True, bias=True),
+    # Llama shape: RMSNorm, SwiGLU, rotary positions, one key/value head for four query heads,
+    # no biases, untied LM head.
+    "llama_tiny": dict(vocab_size=41, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1, d_ff=48,
+                       max_seq_len=16, norm="rms", mlp="swiglu", position="rope",
+                       tie_embeddings=False, bias=False),
+    # Vaswani positions, grouped-query attention (2 key/value heads for 4), untied head.
+    "sinusoidal_tiny": dict(vocab_size=29, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=40,
+                            max_seq_len=10, norm="layer", mlp="gelu", position="sinusoidal",
+                            tie_embeddings=False, bias=True),
 }
+for _cfg in CONFIGS.values():  # the remaining fields of cerberus::nn::TransformerConfig
+    _cfg.update(dropout=0.0, norm_eps=1e-5, gelu_approximation="tanh", rope_theta=10000.0,
+                n_encoder_layers=0)
 BATCH, TIME, IGNORE_INDEX = 2, 9, -100
 
 
@@ -56,7 +68,7 @@ def make_parameters(cfg, gen):
         return p
 
     params = {"decoder.embed_tokens.weight": randn(V, C, std=0.5)}
-    if cfg["positions"] == "learned":
+    if cfg["position"] == "learned":
         params["decoder.embed_positions.weight"] = randn(cfg["max_seq_len"], C, std=0.5)
     for i in range(cfg["n_layers"]):
         layer = f"decoder.layers.{i}"
@@ -120,7 +132,7 @@ def attention(cfg, p, prefix, x):
     q = linear(p, prefix + ".q_proj", x).view(B, T, H, D).transpose(1, 2)      # [B, H, T, D]
     k = linear(p, prefix + ".k_proj", x).view(B, T, Hkv, D).transpose(1, 2)    # [B, Hkv, T, D]
     v = linear(p, prefix + ".v_proj", x).view(B, T, Hkv, D).transpose(1, 2)
-    if cfg["positions"] == "rope":
+    if cfg["position"] == "rope":
         q, k = rope(cfg, q), rope(cfg, k)
     k = k.repeat_interleave(H // Hkv, dim=1)  # query head h reads key/value head h / (H / Hkv)
     v = v.repeat_interleave(H // Hkv, dim=1)
@@ -143,9 +155,9 @@ def mlp(cfg, p, prefix, x):
 def forward(cfg, p, ids):
     B, T = ids.shape
     x = p["decoder.embed_tokens.weight"][ids]                                    # [B, T, C]
-    if cfg["positions"] == "learned":
+    if cfg["position"] == "learned":
         x = x + p["decoder.embed_positions.weight"][:T]
-    elif cfg["positions"] == "sinusoidal":
+    elif cfg["position"] == "sinusoidal":
         x = x + sinusoidal(T, cfg["d_model"])
     for i in range(cfg["n_layers"]):
         layer = f"decoder.layers.{i}"
