@@ -2,6 +2,8 @@
 # Installs what building cerberus needs on Debian 12 (bookworm). Safe to run again.
 #   scripts/install-deps.sh            the library, tests and examples
 #   scripts/install-deps.sh --bench    also the benchmark peers (OpenBLAS, LibTorch 1.13)
+#   scripts/install-deps.sh --data     also what scripts/fetch-data.sh needs (npm, the Debian keyring)
+# Flags combine: --bench --data.
 set -euo pipefail
 
 packages=(
@@ -11,7 +13,18 @@ packages=(
   libsentencepiece-dev sentencepiece     # tokenizer component
   libopenblas-dev                        # GEMM peer in benchmarks
 )
-[[ "${1:-}" == "--bench" ]] && packages+=(libtorch-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --bench) packages+=(libtorch-dev) ;;
+    # npm only when no npm is on PATH: a NodeSource nodejs bundles its own npm and conflicts with
+    # Debian's npm package. Tests never need these: only fetching the examples' data does.
+    --data)
+      packages+=(debian-archive-keyring)
+      command -v npm >/dev/null 2>&1 || packages+=(npm)
+      ;;
+    *) echo "install-deps: unknown option '$arg' (expected --bench, --data)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cerberus/cerberus.hpp"
+#include "support/message.hpp"  // message_of
 
 namespace cerberus::testing_support {
 
@@ -16,17 +17,6 @@ template <class T>
 Tensor<T> random_uniform(const Shape& shape, double lo, double hi, std::uint64_t seed) {
   Generator gen(seed);
   return uniform<T>(shape, lo, hi, gen);
-}
-
-// The message of the cerberus::Error that fn throws, or "(no exception)".
-template <class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 // Visits every coordinate of `shape` in row-major order.

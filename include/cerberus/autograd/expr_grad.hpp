@@ -197,12 +197,8 @@ Tensor<T, D> sum_to_shape(const Tensor<T, D>& grad, const Shape& shape) {
   std::vector<int> axes;
   for (int d = 0; d < grad.rank(); ++d)
     if (d < lead || (shape[d - lead] == 1 && grad.shape()[d] != 1)) axes.push_back(d);
-  if constexpr (std::is_same_v<D, cpu>) {
-    return sum(grad, axes, true).reshape(shape);  // found by ADL: ops/reduce.hpp
-  } else {  // reductions are cpu-only so far; without this branch no cuda expression would compile
-    throw DeviceError("[backward] reducing a broadcast gradient of shape " + grad.shape().to_string() + " to " + shape.to_string() +
-                      " needs a reduction on " + std::string(D::name) + ", which cerberus does not have yet");
-  }
+  // found by ADL: ops/reduce.hpp; on cuda it runs the device reduction (backend/cuda/reduce.cuh)
+  return sum(grad, axes, true).reshape(shape);
 }
 
 }  // namespace cerberus::autograd

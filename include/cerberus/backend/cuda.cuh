@@ -1,5 +1,7 @@
-// Everything for CUDA work in one include: the CPU library plus Tensor<T, cuda>. Compile with
-// nvcc (C++20: -std=c++20). Without a device, cuda_available() is false and the first device
+// Everything for CUDA work in one include: the CPU library plus Tensor<T, cuda> and the device
+// kernels of every op (reductions, softmax, matmul through cuBLAS, norms, cross-entropy,
+// attention, indexing, dropout). Compile with nvcc (C++20: -std=c++20) and link cuBLAS
+// (CMake: cerberus::cuda). Without a device, cuda_available() is false and the first device
 // allocation throws DeviceError.
 #pragma once
 
@@ -12,3 +14,5 @@
 #include "cerberus/backend/cuda/device.cuh"
 #include "cerberus/backend/cuda/memory.cuh"
 #include "cerberus/backend/cuda/backend.cuh"
+#include "cerberus/backend/cuda/indexing.cuh"
+#include "cerberus/backend/cuda/op_kernels.cuh"

@@ -44,6 +44,7 @@
 #include "cerberus/backend/cpu/thread_pool.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/simd.hpp"
 #include "cerberus/ops/reduce.hpp"  // reduce_span, MaxReducer
 #include "cerberus/tensor/tensor.hpp"
@@ -259,8 +260,8 @@ namespace detail {
 
 // An operand in the compute type with a contiguous last axis: float / double views are used
 // in place when they already have one; bf16 is converted (once) to a contiguous float copy.
-template <class T>
-Tensor<compute_t<T>> attention_operand(const Tensor<T>& t) {
+template <class T, class D>
+Tensor<compute_t<T>, D> attention_operand(const Tensor<T, D>& t) {
   NoGradGuard copies_are_not_recorded;
   if constexpr (std::is_same_v<T, compute_t<T>>) {
     if (t.strides()[t.rank() - 1] == 1 || t.size(-1) <= 1) return t.detach();
@@ -270,8 +271,8 @@ Tensor<compute_t<T>> attention_operand(const Tensor<T>& t) {
   }
 }
 
-template <class C>
-cpu_backend::AttentionView<C> attention_view(const Tensor<C>& t) {
+template <class C, class D>
+cpu_backend::AttentionView<C> attention_view(const Tensor<C, D>& t) {
   return {t.data(), t.strides()[0], t.strides()[1], t.strides()[2]};
 }
 
@@ -283,8 +284,8 @@ inline std::string attention_shapes(const Shape& q, const Shape& k, const Shape&
 
 // softmax(scale * q k^T + mask) v per batch and head; see the top of this file. Differentiable
 // in q, k and v.
-template <FloatElement T>
-Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, const AttentionOptions& options = {}) {
+template <FloatElement T, Device D>
+Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v, const AttentionOptions& options = {}) {
   using C = compute_t<T>;
   if (!q.defined() || !k.defined() || !v.defined())
     throw ValueError("[scaled_dot_product_attention] q, k and v must be defined tensors");
@@ -310,39 +311,61 @@ Tensor<T> scaled_dot_product_attention(const Tensor<T>& q, const Tensor<T>& k, c
       bias[static_cast<std::size_t>(i)] = mask.data()[i] ? -std::numeric_limits<C>::infinity() : C(0);
   }
 
-  const Tensor<C> qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);
-  auto out_c = Tensor<C>::empty(Shape{g.batch, g.heads, g.tq, g.dv});
-  auto lse = Tensor<C>::empty(Shape{g.batch, g.heads, g.tq});
-  if (out_c.numel() > 0 || lse.numel() > 0)
-    cpu_backend::attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc), detail::attention_view(vc),
-                                      bias.empty() ? nullptr : bias.data(), out_c.data(), lse.data());
-  Tensor<T> out;
+  // Other devices read the bias from their own memory ([B, Tk] of the compute type).
+  Tensor<C, D> bias_device;
+  if constexpr (!std::is_same_v<D, cpu>) {
+    if (!bias.empty()) {
+      bias_device = Tensor<C, D>::empty(Shape{g.batch, g.tk});
+      Backend<D>::copy_from_host(bias_device.data(), bias.data(), bias.size() * sizeof(C));
+    }
+  }
+  const Tensor<C, D> qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);
+  auto out_c = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tq, g.dv});
+  auto lse = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tq});
+  if (out_c.numel() > 0 || lse.numel() > 0) {
+    if constexpr (std::is_same_v<D, cpu>)
+      cpu_backend::attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc), detail::attention_view(vc),
+                                        bias.empty() ? nullptr : bias.data(), out_c.data(), lse.data());
+    else
+      OpKernels<D>::template attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc),
+                                                  detail::attention_view(vc), bias_device.defined() ? bias_device.data() : nullptr,
+                                                  out_c.data(), lse.data());
+  }
+  Tensor<T, D> out;
   if constexpr (std::is_same_v<T, C>) out = out_c;
   else out = out_c.template to<T>();
 
   if (autograd::any_requires_grad(q, k, v)) {
     // Saved: q, k, v, the output and lse (see the top of this file). float and double keep the
     // operands the forward read; bf16 keeps its own half-size tensors and converts them again.
-    auto saved = [](const Tensor<T>& original, const Tensor<C>& computed) {
+    auto saved = [](const Tensor<T, D>& original, const Tensor<C, D>& computed) {
       if constexpr (std::is_same_v<T, C>) return computed;
       else return original.detach();
     };
-    auto backward = [g, scale, lse, bias = std::move(bias), q_saved = saved(q, qc), k_saved = saved(k, kc), v_saved = saved(v, vc),
-                     out_saved = out.detach()](const Tensor<T>& grad) {
-      const Tensor<C> qb = detail::attention_operand(q_saved), kb = detail::attention_operand(k_saved);
-      const Tensor<C> vb = detail::attention_operand(v_saved), ob = detail::attention_operand(out_saved);
-      const Tensor<C> dob = detail::attention_operand(grad);
-      auto dq = Tensor<C>::empty(Shape{g.batch, g.heads, g.tq, g.d});
-      auto dk = Tensor<C>::empty(Shape{g.batch, g.heads, g.tk, g.d});
-      auto dv = Tensor<C>::empty(Shape{g.batch, g.heads, g.tk, g.dv});
-      if (g.batch * g.heads > 0)
-        cpu_backend::attention_backward<C>(g, scale, detail::attention_view(qb), detail::attention_view(kb), detail::attention_view(vb),
-                                           detail::attention_view(ob), detail::attention_view(dob), lse.data(),
-                                           bias.empty() ? nullptr : bias.data(), dq.data(), dk.data(), dv.data());
-      if constexpr (std::is_same_v<T, C>) return std::vector<Tensor<T>>{dq, dk, dv};
-      else return std::vector<Tensor<T>>{dq.template to<T>(), dk.template to<T>(), dv.template to<T>()};
+    auto backward = [g, scale, lse, bias = std::move(bias), bias_device, q_saved = saved(q, qc), k_saved = saved(k, kc), v_saved = saved(v, vc),
+                     out_saved = out.detach()](const Tensor<T, D>& grad) {
+      const Tensor<C, D> qb = detail::attention_operand(q_saved), kb = detail::attention_operand(k_saved);
+      const Tensor<C, D> vb = detail::attention_operand(v_saved), ob = detail::attention_operand(out_saved);
+      const Tensor<C, D> dob = detail::attention_operand(grad);
+      auto dq = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tq, g.d});
+      auto dk = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tk, g.d});
+      auto dv = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tk, g.dv});
+      if (g.batch * g.heads > 0) {
+        if constexpr (std::is_same_v<D, cpu>)
+          cpu_backend::attention_backward<C>(g, scale, detail::attention_view(qb), detail::attention_view(kb), detail::attention_view(vb),
+                                             detail::attention_view(ob), detail::attention_view(dob), lse.data(),
+                                             bias.empty() ? nullptr : bias.data(), dq.data(), dk.data(), dv.data());
+        else
+          OpKernels<D>::template attention_backward<C>(g, scale, detail::attention_view(qb), detail::attention_view(kb),
+                                                       detail::attention_view(vb), detail::attention_view(ob),
+                                                       detail::attention_view(dob), lse.data(),
+                                                       bias_device.defined() ? bias_device.data() : nullptr, dq.data(), dk.data(),
+                                                       dv.data());
+      }
+      if constexpr (std::is_same_v<T, C>) return std::vector<Tensor<T, D>>{dq, dk, dv};
+      else return std::vector<Tensor<T, D>>{dq.template to<T>(), dk.template to<T>(), dv.template to<T>()};
     };
-    autograd::record<T, cpu>(out, "scaled_dot_product_attention", {q, k, v}, std::move(backward));
+    autograd::record<T, D>(out, "scaled_dot_product_attention", {q, k, v}, std::move(backward));
   }
   return out;
 }

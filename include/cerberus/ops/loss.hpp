@@ -41,6 +41,7 @@
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/core/math.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/simd.hpp"
 #include "cerberus/ops/reduce.hpp"  // reduce_span, MaxReducer, load_batch, store_batch, reduce_block
 #include "cerberus/tensor/tensor.hpp"
@@ -203,8 +204,13 @@ inline void check_cross_entropy_rows(const Shape& logits, const Shape& given, co
 
 // Cross-entropy of logits [..., V] against int64 class targets; see the top of this file for
 // shapes, reductions and label smoothing. Differentiable in logits.
-template <FloatElement T>
-Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<std::int64_t>& targets, const CrossEntropyOptions& options = {}) {
+//
+// On cuda, logits and targets live on the device and options.weights stays a host tensor; the
+// per-row work (max, logsumexp, the loss terms, the whole backward pass) runs in device kernels
+// (backend/cuda/loss.cuh), while the target checks and the O(N) combination of row losses run
+// on the host, in row order as on the CPU, from copies of the targets and the row losses.
+template <FloatElement T, Device D>
+Tensor<T, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t, D>& targets, const CrossEntropyOptions& options = {}) {
   using C = compute_t<T>;
   if (!logits.defined() || !targets.defined()) throw ValueError("[cross_entropy] logits and targets must be defined tensors");
   if (logits.rank() < 2)
@@ -219,20 +225,23 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<std::int64_t>& tar
   if (v == 0 && row_shape.numel() > 0)
     throw ShapeError("[cross_entropy] logits of shape " + logits.shape().to_string() + " have no classes (V = 0)");
 
-  Tensor<T> x;
-  Tensor<std::int64_t> tgt;
+  Tensor<T, D> x;
+  Tensor<std::int64_t, D> tgt;
+  Tensor<std::int64_t> tgt_host;
   std::vector<double> w(static_cast<std::size_t>(rows), 1.0);
   {
     NoGradGuard copies_are_not_recorded;
     x = logits.contiguous().detach();
     tgt = targets.clone();  // N integers: a later in-place change cannot send the backward out of range
+    if constexpr (std::is_same_v<D, cpu>) tgt_host = tgt;
+    else tgt_host = tgt.template to<cpu>();
     if (options.weights.defined()) {
       const Tensor<float> wt = options.weights.contiguous();
       for (Index r = 0; r < rows; ++r) w[static_cast<std::size_t>(r)] = static_cast<double>(wt.data()[r]);
     }
   }
   // Targets are checked before any work, in row order: the first bad row is the one reported.
-  const std::int64_t* t = tgt.data();
+  const std::int64_t* t = tgt_host.data();
   double weight_total = 0.0;
   for (Index r = 0; r < rows; ++r) {
     if (t[r] == options.ignore_index) {
@@ -247,40 +256,62 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<std::int64_t>& tar
   }
 
   std::vector<double> loss(static_cast<std::size_t>(rows));
-  std::vector<cpu_backend::CrossEntropyRow<C>> stats(static_cast<std::size_t>(rows));
-  if (rows > 0) cpu_backend::cross_entropy_forward(x.data(), t, rows, v, options.ignore_index, e, loss.data(), stats.data());
+  std::vector<cpu_backend::CrossEntropyRow<C>> stats;   // cpu: per row (shift, log_sum)
+  Tensor<C, D> stats_device;                            // other devices: the same pairs, [rows, 2]
+  if constexpr (std::is_same_v<D, cpu>) {
+    stats.resize(static_cast<std::size_t>(rows));
+    if (rows > 0) cpu_backend::cross_entropy_forward(x.data(), t, rows, v, options.ignore_index, e, loss.data(), stats.data());
+  } else {
+    stats_device = Tensor<C, D>::empty(Shape{rows, 2});
+    if (rows > 0) {
+      auto loss_device = Tensor<double, D>::empty(Shape{rows});
+      OpKernels<D>::cross_entropy_forward(x.data(), tgt.data(), rows, v, options.ignore_index, e, loss_device.data(), stats_device.data());
+      loss = loss_device.to_vector();
+    }
+  }
 
   const Reduction reduction = options.reduction;
   // mean's scale; a mean over no counted rows is 0 (see the top of this file).
   const double scale = reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
-  Tensor<T> out;
+  Tensor<T> out_host;
   if (reduction == Reduction::none) {
-    out = Tensor<T>::empty(row_shape);
+    out_host = Tensor<T>::empty(row_shape);
     for (Index r = 0; r < rows; ++r) {
       const std::size_t i = static_cast<std::size_t>(r);
-      out.data()[r] = static_cast<T>(static_cast<C>(w[i] * loss[i]));
+      out_host.data()[r] = static_cast<T>(static_cast<C>(w[i] * loss[i]));
     }
   } else {
     double total = 0.0;  // in row order: the same for any thread count
     for (Index r = 0; r < rows; ++r) total += w[static_cast<std::size_t>(r)] * loss[static_cast<std::size_t>(r)];
-    out = Tensor<T>::empty(Shape{});
-    out.data()[0] = static_cast<T>(static_cast<C>(total * scale));
+    out_host = Tensor<T>::empty(Shape{});
+    out_host.data()[0] = static_cast<T>(static_cast<C>(total * scale));
   }
+  Tensor<T, D> out;
+  if constexpr (std::is_same_v<D, cpu>) out = out_host;
+  else out = out_host.template to<D>();
 
   if (autograd::any_requires_grad(logits)) {
     // Saved: logits, targets, the row weights and the split logsumexp per row.
-    auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), scale, reduction, e, rows, v](const Tensor<T>& grad) {
+    auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), stats_device, scale, reduction, e, rows, v](const Tensor<T, D>& grad) {
       std::vector<double> coef(static_cast<std::size_t>(rows));
-      const Tensor<T> g = grad.contiguous();
+      Tensor<T> g;
+      if constexpr (std::is_same_v<D, cpu>) g = grad.contiguous();
+      else g = grad.template to<cpu>();
       for (Index r = 0; r < rows; ++r) {
         const double up = static_cast<double>(static_cast<C>(g.data()[reduction == Reduction::none ? r : 0]));
         coef[static_cast<std::size_t>(r)] = w[static_cast<std::size_t>(r)] * scale * up;
       }
-      Tensor<T> dx = Tensor<T>::empty(x.shape());
-      if (rows > 0) cpu_backend::cross_entropy_backward(x.data(), tgt.data(), stats.data(), coef.data(), rows, v, e, dx.data());
-      return std::vector<Tensor<T>>{dx};
+      Tensor<T, D> dx = Tensor<T, D>::empty(x.shape());
+      if constexpr (std::is_same_v<D, cpu>) {
+        if (rows > 0) cpu_backend::cross_entropy_backward(x.data(), tgt.data(), stats.data(), coef.data(), rows, v, e, dx.data());
+      } else if (rows > 0) {
+        const auto coef_device = Tensor<double, D>::empty(Shape{rows});
+        Backend<D>::copy_from_host(coef_device.data(), coef.data(), coef.size() * sizeof(double));
+        OpKernels<D>::cross_entropy_backward(x.data(), tgt.data(), stats_device.data(), coef_device.data(), rows, v, e, dx.data());
+      }
+      return std::vector<Tensor<T, D>>{dx};
     };
-    autograd::record<T, cpu>(out, "cross_entropy", {logits}, std::move(backward));
+    autograd::record<T, D>(out, "cross_entropy", {logits}, std::move(backward));
   }
   return out;
 }

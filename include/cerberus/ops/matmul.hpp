@@ -23,6 +23,7 @@
 
 #include "cerberus/backend/cpu/gemm.hpp"
 #include "cerberus/backend/cpu/thread_pool.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/core/shape.hpp"
@@ -156,8 +157,8 @@ void run(const Plan& p, const T* a, const T* b, T* c, const Strides& c_batch, In
 
 // Strides of `t`'s memory for the (batch..., M, N) layout of the plan: the result tensor has the
 // 1-D operands' axes dropped, so they are put back with extent 1.
-template <class T>
-void output_layout(const Plan& p, const Tensor<T, cpu>& out, bool a_vec, bool b_vec, Strides& c_batch, Index& c_rs,
+template <class T, class D>
+void output_layout(const Plan& p, const Tensor<T, D>& out, bool a_vec, bool b_vec, Strides& c_batch, Index& c_rs,
                    Index& c_cs) {
   const int rank = p.batch.rank();
   c_batch = Shape::filled(rank, 0);
@@ -166,13 +167,46 @@ void output_layout(const Plan& p, const Tensor<T, cpu>& out, bool a_vec, bool b_
   c_cs = b_vec ? 0 : out.strides()[rank + (a_vec ? 0 : 1)];
 }
 
+// How a BLAS library (column-major, one unit stride per matrix) can read a rows x cols matrix
+// with strides (rs, cs): row-major (unit column stride, leading dimension rs), column-major
+// (unit row stride, leading dimension cs), or not at all (then the operand is copied first).
+// Extent-1 dimensions may have any stride; the leading dimension is then made legal.
+enum class BlasOrder { row_major, col_major, none };
+struct BlasLayout {
+  BlasOrder order = BlasOrder::none;
+  Index ld = 0;
+};
+inline BlasLayout blas_layout(Index rows, Index cols, Index rs, Index cs) {
+  const Index r1 = std::max<Index>(rows, 1), c1 = std::max<Index>(cols, 1);
+  if ((cs == 1 || cols <= 1) && (rows <= 1 || rs >= c1)) return {BlasOrder::row_major, rows <= 1 ? c1 : rs};
+  if ((rs == 1 || rows <= 1) && (cols <= 1 || cs >= r1)) return {BlasOrder::col_major, cols <= 1 ? r1 : cs};
+  return {};
+}
+
+// Devices whose GEMM is a BLAS library: an operand whose last two dimensions have no unit stride
+// (a strided slice, an expanded matrix) is made contiguous first; the result is detached, so the
+// caller keeps the original operand for autodiff.
+template <class T, class D>
+Tensor<T, D> blas_operand(const Tensor<T, D>& t) {
+  const bool vec = t.rank() == 1;
+  const Index rows = vec ? 1 : t.shape()[t.rank() - 2], cols = t.shape()[t.rank() - 1];
+  const Index rs = vec ? 0 : t.strides()[t.rank() - 2], cs = t.strides()[t.rank() - 1];
+  if (vec) {  // a [K] vector is used as a row (a) or a column (b): either needs a unit stride or a single element
+    if (cs == 1 || cols <= 1) return t.detach();
+  } else if (blas_layout(rows, cols, rs, cs).order != BlasOrder::none) {
+    return t.detach();
+  }
+  NoGradGuard copy_is_not_recorded;
+  return t.detach().contiguous();
+}
+
 }  // namespace matmul_detail
 
 // out = alpha * matmul(a, b) + beta * out, written through out's strides (any layout, no
 // broadcast). out must already have the result's shape. With beta == 0 out is only written.
 // Operands that share memory with out are copied first. Returns out.
-template <FloatElement T>
-Tensor<T, cpu> matmul_into(const Tensor<T, cpu>& out, Tensor<T, cpu> a, Tensor<T, cpu> b, double alpha = 1.0, double beta = 0.0) {
+template <FloatElement T, Device D>
+Tensor<T, D> matmul_into(const Tensor<T, D>& out, Tensor<T, D> a, Tensor<T, D> b, double alpha = 1.0, double beta = 0.0) {
   const matmul_detail::Plan p = matmul_detail::plan(a.shape(), a.strides(), b.shape(), b.strides());
   if (!(out.shape() == p.result))
     throw ShapeError("[matmul] out has shape " + out.shape().to_string() + ", but " + matmul_detail::shapes_text(a.shape(), b.shape()) +
@@ -183,35 +217,62 @@ Tensor<T, cpu> matmul_into(const Tensor<T, cpu>& out, Tensor<T, cpu> a, Tensor<T
                        out.strides().to_string() + ")");
   if (a.storage() == out.storage()) a = a.clone();
   if (b.storage() == out.storage()) b = b.clone();
+  if constexpr (!std::is_same_v<D, cpu>) {
+    a = matmul_detail::blas_operand(a);
+    b = matmul_detail::blas_operand(b);
+  }
   const matmul_detail::Plan q = matmul_detail::plan(a.shape(), a.strides(), b.shape(), b.strides());
   Strides c_batch;
   Index c_rs, c_cs;
   matmul_detail::output_layout(q, out, a.rank() == 1, b.rank() == 1, c_batch, c_rs, c_cs);
-  matmul_detail::run<T>(q, a.data(), b.data(), out.data(), c_batch, c_rs, c_cs, static_cast<compute_t<T>>(alpha),
-                        static_cast<compute_t<T>>(beta));
+  if constexpr (std::is_same_v<D, cpu>)
+    matmul_detail::run<T>(q, a.data(), b.data(), out.data(), c_batch, c_rs, c_cs, static_cast<compute_t<T>>(alpha),
+                          static_cast<compute_t<T>>(beta));
+  else if (matmul_detail::blas_layout(q.m, q.n, c_rs, c_cs).order != matmul_detail::BlasOrder::none)
+    OpKernels<D>::template matmul<T>(q, a.data(), b.data(), out.data(), c_batch, c_rs, c_cs, alpha, beta);
+  else {  // an output BLAS cannot write (no unit stride in its last two dimensions): through a contiguous copy
+    const Tensor<T, D> tmp = Tensor<T, D>::empty(out.shape());
+    if (beta != 0.0) Backend<D>::template convert<T, T>(tmp.data(), tmp.strides(), out.data(), out.strides(), out.shape());
+    matmul_detail::output_layout(q, tmp, a.rank() == 1, b.rank() == 1, c_batch, c_rs, c_cs);
+    OpKernels<D>::template matmul<T>(q, a.data(), b.data(), tmp.data(), c_batch, c_rs, c_cs, alpha, beta);
+    Backend<D>::template convert<T, T>(out.data(), out.strides(), tmp.data(), tmp.strides(), out.shape());
+  }
   return out;
 }
 
 // The matrix product a . b with NumPy's matmul rules (see the legend at the top).
-template <FloatElement T>
-Tensor<T, cpu> matmul(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b) {
-  const matmul_detail::Plan p = matmul_detail::plan(a.shape(), a.strides(), b.shape(), b.strides());
-  auto out = Tensor<T, cpu>::empty(p.result);
-  Strides c_batch;
-  Index c_rs, c_cs;
-  matmul_detail::output_layout(p, out, a.rank() == 1, b.rank() == 1, c_batch, c_rs, c_cs);
-  matmul_detail::run<T>(p, a.data(), b.data(), out.data(), c_batch, c_rs, c_cs, compute_t<T>(1), compute_t<T>(0));
+template <FloatElement T, Device D>
+Tensor<T, D> matmul(const Tensor<T, D>& a, const Tensor<T, D>& b) {
+  Tensor<T, D> out;
+  if constexpr (!std::is_same_v<D, cpu>) {
+    // cuBLAS reads operands in place when one of their last two strides is 1 (a.t() is an op
+    // flag, not a copy); anything else is copied first.
+    const Tensor<T, D> ad = matmul_detail::blas_operand(a), bd = matmul_detail::blas_operand(b);
+    const matmul_detail::Plan p = matmul_detail::plan(ad.shape(), ad.strides(), bd.shape(), bd.strides());
+    out = Tensor<T, D>::empty(p.result);
+    Strides c_batch;
+    Index c_rs, c_cs;
+    matmul_detail::output_layout(p, out, a.rank() == 1, b.rank() == 1, c_batch, c_rs, c_cs);
+    OpKernels<D>::template matmul<T>(p, ad.data(), bd.data(), out.data(), c_batch, c_rs, c_cs, 1.0, 0.0);
+  } else {
+    const matmul_detail::Plan p = matmul_detail::plan(a.shape(), a.strides(), b.shape(), b.strides());
+    out = Tensor<T, cpu>::empty(p.result);
+    Strides c_batch;
+    Index c_rs, c_cs;
+    matmul_detail::output_layout(p, out, a.rank() == 1, b.rank() == 1, c_batch, c_rs, c_cs);
+    matmul_detail::run<T>(p, a.data(), b.data(), out.data(), c_batch, c_rs, c_cs, compute_t<T>(1), compute_t<T>(0));
+  }
   // backward saves: a and b (handles, no copy). With a2 = a as [..., M, K], b2 = b as [..., K, N]
   // and g2 = the gradient as [..., M, N]:  da = g2 b2^T,  db = a2^T g2, each summed over the
   // batch dimensions its operand was broadcast along.
   if (autograd::any_requires_grad(a, b))
-    autograd::record<T, cpu>(out, "matmul", {a, b}, [a, b](const Tensor<T, cpu>& g) {
+    autograd::record<T, D>(out, "matmul", {a, b}, [a, b](const Tensor<T, D>& g) {
       const bool a_vec = a.rank() == 1, b_vec = b.rank() == 1;
-      const Tensor<T, cpu> a2 = a_vec ? a.unsqueeze(0) : a;
-      const Tensor<T, cpu> b2 = b_vec ? b.unsqueeze(-1) : b;
-      Tensor<T, cpu> g2 = b_vec ? g.unsqueeze(-1) : g;
+      const Tensor<T, D> a2 = a_vec ? a.unsqueeze(0) : a;
+      const Tensor<T, D> b2 = b_vec ? b.unsqueeze(-1) : b;
+      Tensor<T, D> g2 = b_vec ? g.unsqueeze(-1) : g;
       if (a_vec) g2 = g2.unsqueeze(-2);
-      Tensor<T, cpu> da, db;
+      Tensor<T, D> da, db;
       if (a.requires_grad()) da = autograd::sum_to_shape(matmul(g2, b2.transpose(-1, -2)), a2.shape()).reshape(a.shape());
       if (b.requires_grad()) {
         if (b2.rank() == 2 && a2.rank() > 2) {
@@ -223,7 +284,7 @@ Tensor<T, cpu> matmul(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b) {
           db = autograd::sum_to_shape(matmul(a2.transpose(-1, -2), g2), b2.shape()).reshape(b.shape());
         }
       }
-      return std::vector<Tensor<T, cpu>>{da, db};
+      return std::vector<Tensor<T, D>>{da, db};
     });
   return out;
 }

@@ -35,6 +35,7 @@
 #include "cerberus/backend/cpu/thread_pool.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/simd.hpp"
 #include "cerberus/ops/reduce.hpp"  // load_batch / store_batch (bf16 <-> float batches), reduce_block
 #include "cerberus/tensor/tensor.hpp"
@@ -234,15 +235,15 @@ void norm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* mean
 namespace detail {
 
 // x, weight, bias as contiguous tensors (copies outside the tape: the op records its own node).
-template <class T>
-Tensor<T> norm_contiguous(const Tensor<T>& t) {
+template <class T, class D>
+Tensor<T, D> norm_contiguous(const Tensor<T, D>& t) {
   if (!t.defined()) return t;
   NoGradGuard copy_is_not_recorded;
   return t.contiguous().detach();
 }
 
-template <class T>
-void check_norm_param(const Tensor<T>& x, const Tensor<T>& p, const char* op, const char* what) {
+template <class T, class D>
+void check_norm_param(const Tensor<T, D>& x, const Tensor<T, D>& p, const char* op, const char* what) {
   if (!p.defined()) return;
   if (p.rank() != 1 || p.size(0) != x.size(-1))
     throw ShapeError(std::string("[") + op + "] " + what + " must have shape [" + std::to_string(x.size(-1)) +
@@ -250,9 +251,10 @@ void check_norm_param(const Tensor<T>& x, const Tensor<T>& p, const char* op, co
 }
 
 // layer_norm (center) and rms_norm: shape checks, forward, and the node whose backward is the
-// fused kernel above.
-template <FloatElement T>
-Tensor<T> norm(const Tensor<T>& x_in, const Tensor<T>& weight_in, const Tensor<T>& bias_in, double eps, bool center, const char* op) {
+// fused kernel above (on cuda: backend/cuda/norm.cuh, the same formulas).
+template <FloatElement T, Device D>
+Tensor<T, D> norm(const Tensor<T, D>& x_in, const Tensor<T, D>& weight_in, const Tensor<T, D>& bias_in, double eps, bool center,
+                  const char* op) {
   using C = compute_t<T>;
   if (!x_in.defined()) throw ValueError(std::string("[") + op + "] x is an undefined tensor");
   if (x_in.rank() < 1) throw ShapeError(std::string("[") + op + "] x needs at least one dimension (channels last), got shape " + x_in.shape().to_string());
@@ -261,36 +263,49 @@ Tensor<T> norm(const Tensor<T>& x_in, const Tensor<T>& weight_in, const Tensor<T
   if (!(eps >= 0.0)) throw ValueError(std::string("[") + op + "] eps must be >= 0, got " + std::to_string(eps));
 
   const Index n = x_in.size(-1), rows = n == 0 ? 0 : x_in.numel() / n;
-  const Tensor<T> x = norm_contiguous(x_in), w = norm_contiguous(weight_in), b = norm_contiguous(bias_in);
-  Tensor<T> y = Tensor<T>::empty(x.shape());
-  auto mean = Tensor<C>::empty(Shape{center ? rows : 0});
-  auto rstd = Tensor<C>::empty(Shape{rows});
-  if (rows > 0)
-    cpu_backend::norm_forward(x.data(), w.defined() ? w.data() : nullptr, b.defined() ? b.data() : nullptr, y.data(),
-                              center ? mean.data() : nullptr, rstd.data(), rows, n, eps, center);
+  const Tensor<T, D> x = norm_contiguous(x_in), w = norm_contiguous(weight_in), b = norm_contiguous(bias_in);
+  Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
+  auto mean = Tensor<C, D>::empty(Shape{center ? rows : 0});
+  auto rstd = Tensor<C, D>::empty(Shape{rows});
+  if (rows > 0) {
+    if constexpr (std::is_same_v<D, cpu>)
+      cpu_backend::norm_forward(x.data(), w.defined() ? w.data() : nullptr, b.defined() ? b.data() : nullptr, y.data(),
+                                center ? mean.data() : nullptr, rstd.data(), rows, n, eps, center);
+    else
+      OpKernels<D>::norm_forward(x.data(), w.defined() ? w.data() : nullptr, b.defined() ? b.data() : nullptr, y.data(),
+                                 center ? mean.data() : nullptr, rstd.data(), rows, n, eps, center, op);
+  }
 
   if (autograd::any_requires_grad(x_in, weight_in, bias_in)) {
     const bool need_x = x_in.requires_grad(), need_w = weight_in.requires_grad(), need_b = bias_in.requires_grad();
     // Saved: x, weight, and mean / rstd per row (see the top of this file).
-    autograd::record<T, cpu>(y, op, {x_in, weight_in, bias_in}, [=](const Tensor<T>& grad) {
-      const Tensor<T> dy = norm_contiguous(grad);
-      Tensor<T> dx, dw, db;
-      std::vector<C> dw_c, db_c;
-      if (need_x) dx = Tensor<T>::empty(x.shape());
-      if (need_w) dw_c.resize(static_cast<std::size_t>(n));
-      if (need_b) db_c.resize(static_cast<std::size_t>(n));
-      if (rows > 0)
-        cpu_backend::norm_backward(dy.data(), x.data(), w.defined() ? w.data() : nullptr, center ? mean.data() : nullptr,
-                                   rstd.data(), need_x ? dx.data() : nullptr, need_w ? dw_c.data() : nullptr,
-                                   need_b ? db_c.data() : nullptr, rows, n, center);
-      auto to_tensor = [&](const std::vector<C>& v) {
-        auto t = Tensor<T>::empty(Shape{n});
-        for (Index j = 0; j < n; ++j) t.data()[j] = static_cast<T>(v[static_cast<std::size_t>(j)]);
-        return t;
-      };
-      if (need_w) dw = to_tensor(dw_c);
-      if (need_b) db = to_tensor(db_c);
-      return std::vector<Tensor<T>>{dx, dw, db};
+    autograd::record<T, D>(y, op, {x_in, weight_in, bias_in}, [=](const Tensor<T, D>& grad) {
+      const Tensor<T, D> dy = norm_contiguous(grad);
+      Tensor<T, D> dx, dw, db;
+      if (need_x) dx = Tensor<T, D>::empty(x.shape());
+      if constexpr (std::is_same_v<D, cpu>) {
+        std::vector<C> dw_c, db_c;
+        if (need_w) dw_c.resize(static_cast<std::size_t>(n));
+        if (need_b) db_c.resize(static_cast<std::size_t>(n));
+        if (rows > 0)
+          cpu_backend::norm_backward(dy.data(), x.data(), w.defined() ? w.data() : nullptr, center ? mean.data() : nullptr,
+                                     rstd.data(), need_x ? dx.data() : nullptr, need_w ? dw_c.data() : nullptr,
+                                     need_b ? db_c.data() : nullptr, rows, n, center);
+        auto to_tensor = [&](const std::vector<C>& v) {
+          auto t = Tensor<T>::empty(Shape{n});
+          for (Index j = 0; j < n; ++j) t.data()[j] = static_cast<T>(v[static_cast<std::size_t>(j)]);
+          return t;
+        };
+        if (need_w) dw = to_tensor(dw_c);
+        if (need_b) db = to_tensor(db_c);
+      } else {
+        if (need_w) dw = Tensor<T, D>::empty(Shape{n});
+        if (need_b) db = Tensor<T, D>::empty(Shape{n});
+        OpKernels<D>::norm_backward(dy.data(), x.data(), w.defined() ? w.data() : nullptr, center ? mean.data() : nullptr,
+                                    rstd.data(), need_x ? dx.data() : nullptr, need_w ? dw.data() : nullptr,
+                                    need_b ? db.data() : nullptr, rows, n, center, op);
+      }
+      return std::vector<Tensor<T, D>>{dx, dw, db};
     });
   }
   return y;
@@ -300,15 +315,15 @@ Tensor<T> norm(const Tensor<T>& x_in, const Tensor<T>& weight_in, const Tensor<T
 
 // Layer normalisation over the last axis (biased variance, as PyTorch). weight and bias are
 // optional (undefined tensors). Differentiable in x, weight and bias.
-template <FloatElement T>
-Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight = {}, const Tensor<T>& bias = {}, double eps = 1e-5) {
+template <FloatElement T, Device D>
+Tensor<T, D> layer_norm(const Tensor<T, D>& x, const Tensor<T, D>& weight = {}, const Tensor<T, D>& bias = {}, double eps = 1e-5) {
   return detail::norm(x, weight, bias, eps, true, "layer_norm");
 }
 
 // RMS normalisation over the last axis: x / sqrt(mean(x^2) + eps) * weight. weight is optional.
-template <FloatElement T>
-Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight = {}, double eps = 1e-6) {
-  return detail::norm(x, weight, Tensor<T>(), eps, false, "rms_norm");
+template <FloatElement T, Device D>
+Tensor<T, D> rms_norm(const Tensor<T, D>& x, const Tensor<T, D>& weight = {}, double eps = 1e-6) {
+  return detail::norm(x, weight, Tensor<T, D>(), eps, false, "rms_norm");
 }
 
 }  // namespace cerberus

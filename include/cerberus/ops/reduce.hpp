@@ -33,6 +33,7 @@
 
 #include "cerberus/backend/cpu/backend.hpp"
 #include "cerberus/backend/cpu/thread_pool.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/core/shape.hpp"
@@ -734,7 +735,6 @@ namespace detail {
 
 template <class E>
 constexpr void check_reduction_operand() {
-  static_assert(std::is_same_v<expr_device_t<E>, cpu>, "Reductions run on cpu tensors; copy with .to<cpu>() first.");
   static_assert(FloatElement<expr_value_t<E>>, "Reductions need float, double or bfloat16 elements; convert with .to<float>() first.");
 }
 
@@ -867,10 +867,59 @@ void run_reduction(const ReducePlan<T>& plan, T* out, Finalize finalize) {
                          });
 }
 
+// Another device: x made contiguous and seen as [outer, n, inner] with the reduced axes in the
+// middle (when they are not one run of neighbours, a copy with the kept axes first and the
+// reduced ones last, inner = 1); the kernel's dense [outer, inner] result is then already in
+// the output's order.
+template <class T, class D>
+Tensor<T, D> device_reduce_layout(const Tensor<T, D>& x, std::uint32_t mask, Index& outer, Index& n, Index& inner) {
+  int first = -1, last = -1;
+  for (int d = 0; d < x.rank(); ++d)
+    if ((mask >> d & 1u) && x.shape()[d] != 1) first = first < 0 ? d : first, last = d;
+  bool run = true;
+  for (int d = first; first >= 0 && d <= last; ++d) run = run && ((mask >> d & 1u) || x.shape()[d] == 1);
+  outer = 1, n = 1, inner = 1;
+  if (run) {
+    for (int d = 0; d < x.rank(); ++d) {
+      if (mask >> d & 1u) n *= x.shape()[d];
+      else if (first < 0 || d < first) outer *= x.shape()[d];
+      else inner *= x.shape()[d];
+    }
+    return x.contiguous();
+  }
+  int order[max_rank];
+  int k = 0;
+  for (int d = 0; d < x.rank(); ++d)
+    if (!(mask >> d & 1u)) order[k++] = d, outer *= x.shape()[d];
+  for (int d = 0; d < x.rank(); ++d)
+    if (mask >> d & 1u) order[k++] = d, n *= x.shape()[d];
+  return x.permute(std::span<const int>(order, static_cast<std::size_t>(x.rank()))).contiguous();
+}
+
 template <ReduceKind K, class E>
-Tensor<expr_value_t<E>, cpu> reduce_values(const E& expr, const Axes& axes, bool keepdim, const char* op) {
+Tensor<expr_value_t<E>, expr_device_t<E>> reduce_values(const E& expr, const Axes& axes, bool keepdim, const char* op) {
   check_reduction_operand<E>();
   using T = expr_value_t<E>;
+  using D = expr_device_t<E>;
+  if constexpr (!std::is_same_v<D, cpu>) {
+    const Tensor<T, D> x(expr);
+    const std::uint32_t mask = axes.mask(x.shape(), op);
+    const Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
+    const Index count = reduced_count(x.shape(), mask);
+    if (count == 0) {
+      if constexpr (K != ReduceKind::sum) throw_empty_reduction(op, x.shape(), mask);
+      auto zeros = Tensor<T, D>::empty(out_shape);
+      zeros.fill(T(0));
+      return zeros;
+    }
+    if (out_shape.numel() == 0) return Tensor<T, D>::empty(out_shape);
+    if (count == 1) return x.clone().view(out_shape);
+    Index outer, n, inner;
+    const Tensor<T, D> src = device_reduce_layout(x, mask, outer, n, inner);
+    auto out = Tensor<T, D>::empty(out_shape);
+    OpKernels<D>::template reduce<static_cast<int>(K)>(src.data(), out.data(), outer, n, inner, op);
+    return out;
+  } else {
   using C = compute_t<T>;
   const Tensor<T, cpu> x(expr);
   const std::uint32_t mask = axes.mask(x.shape(), op);
@@ -898,13 +947,37 @@ Tensor<expr_value_t<E>, cpu> reduce_values(const E& expr, const Axes& axes, bool
     run_reduction<cpu_backend::MinReducer<C>>(plan, out, [](C t) { return t; });
   }
   return arrange_result(result, plan, x.shape(), mask, keepdim);
+  }
 }
 
 // argmax (Greater) / argmin along `axis`, or over the flattened tensor when `flat`.
 template <bool Greater, class E>
-Tensor<std::int64_t, cpu> reduce_index(const E& expr, int axis, bool flat, bool keepdim, const char* op) {
+Tensor<std::int64_t, expr_device_t<E>> reduce_index(const E& expr, int axis, bool flat, bool keepdim, const char* op) {
   check_reduction_operand<E>();
   using T = expr_value_t<E>;
+  using D = expr_device_t<E>;
+  if constexpr (!std::is_same_v<D, cpu>) {
+    Tensor<T, D> x(expr);
+    if (flat) {
+      if (x.numel() == 0) throw_empty_reduction(op, x.shape(), x.rank() == 0 ? 0u : (~0u >> (32 - x.rank())));
+      x = x.contiguous().reshape({x.numel()});
+      axis = 0;
+      keepdim = false;
+    }
+    const std::uint32_t mask = 1u << x.shape().axis(axis, op);
+    const Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
+    const Index count = reduced_count(x.shape(), mask);
+    if (count == 0) throw_empty_reduction(op, x.shape(), mask);
+    auto out = Tensor<std::int64_t, D>::empty(out_shape);
+    if (out_shape.numel() == 0 || count == 1) {
+      out.fill(0);
+      return out;
+    }
+    Index outer, n, inner;
+    const Tensor<T, D> src = device_reduce_layout(x, mask, outer, n, inner);
+    OpKernels<D>::template arg_reduce<Greater>(src.data(), out.data(), outer, n, inner, op);
+    return out;
+  } else {
   Tensor<T, cpu> x(expr);
   if (flat) {
     if (x.numel() == 0) throw_empty_reduction(op, x.shape(), x.rank() == 0 ? 0u : (~0u >> (32 - x.rank())));
@@ -927,6 +1000,7 @@ Tensor<std::int64_t, cpu> reduce_index(const E& expr, int axis, bool flat, bool 
   cpu_backend::arg_reduce<Greater>(plan.source.data(), plan.outer, plan.n, plan.inner, plan.outer_stride, plan.reduce_stride,
                                    [&](Index o, Index i, const auto& best) { out[o * plan.inner + i] = best.index; });
   return arrange_result(result, plan, x.shape(), mask, keepdim);
+  }
 }
 
 }  // namespace detail
@@ -946,10 +1020,11 @@ inline std::vector<int> kept_axes(const Shape& kept, const Shape& full) {
 // Runs a value reduction and, when its input requires grad, records its backward.
 // backward saves: the input handle and, for max/min, the output (to find where the extremes were).
 template <ReduceKind K, class E>
-Tensor<expr_value_t<E>, cpu> differentiable_reduce(const E& expr, const Axes& axes, bool keepdim, const char* op) {
+Tensor<expr_value_t<E>, expr_device_t<E>> differentiable_reduce(const E& expr, const Axes& axes, bool keepdim, const char* op) {
   using T = expr_value_t<E>;
-  const Tensor<T, cpu> x(expr);  // a fused expression records its own node here
-  Tensor<T, cpu> out;
+  using D = expr_device_t<E>;
+  const Tensor<T, D> x(expr);  // a fused expression records its own node here
+  Tensor<T, D> out;
   {
     NoGradGuard forward_only;
     out = reduce_values<K>(x, axes, keepdim, op);
@@ -957,16 +1032,16 @@ Tensor<expr_value_t<E>, cpu> differentiable_reduce(const E& expr, const Axes& ax
   if (autograd::any_requires_grad(x)) {
     const Shape kept = reduced_shape(x.shape(), axes.mask(x.shape(), op), true);  // reduced axes as extent 1
     const Index count = kept.numel() == 0 ? 0 : x.numel() / kept.numel();
-    autograd::record<T, cpu>(out, op, {x}, [x, kept, count, out](const Tensor<T, cpu>& g) {
-      const Tensor<T, cpu> gk = g.reshape(kept);
+    autograd::record<T, D>(out, op, {x}, [x, kept, count, out](const Tensor<T, D>& g) {
+      const Tensor<T, D> gk = g.reshape(kept);
       if constexpr (K == ReduceKind::sum) {
-        return std::vector<Tensor<T, cpu>>{gk.expand(x.shape()).contiguous()};
+        return std::vector<Tensor<T, D>>{gk.expand(x.shape()).contiguous()};
       } else if constexpr (K == ReduceKind::mean) {
-        return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(gk.expand(x.shape()) / static_cast<double>(count))};
+        return std::vector<Tensor<T, D>>{Tensor<T, D>(gk.expand(x.shape()) / static_cast<double>(count))};
       } else {  // max / min: the extreme elements share the gradient evenly (ties split it)
-        const Tensor<T, cpu> hit = equal(x, out.reshape(kept));
-        const Tensor<T, cpu> ties = reduce_values<ReduceKind::sum>(hit, Axes(std::vector<int>(kept_axes(kept, x.shape()))), true, "sum");
-        return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(hit * gk / ties)};
+        const Tensor<T, D> hit = equal(x, out.reshape(kept));
+        const Tensor<T, D> ties = reduce_values<ReduceKind::sum>(hit, Axes(std::vector<int>(kept_axes(kept, x.shape()))), true, "sum");
+        return std::vector<Tensor<T, D>>{Tensor<T, D>(hit * gk / ties)};
       }
     });
   }
@@ -977,41 +1052,41 @@ Tensor<expr_value_t<E>, cpu> differentiable_reduce(const E& expr, const Axes& ax
 
 // Sum over `axes` (all axes by default). Differentiable.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> sum(const E& x, const Axes& axes = {}, bool keepdim = false) {
+Tensor<expr_value_t<E>, expr_device_t<E>> sum(const E& x, const Axes& axes = {}, bool keepdim = false) {
   return detail::differentiable_reduce<detail::ReduceKind::sum>(x, axes, keepdim, "sum");
 }
 // Mean over `axes` (all axes by default). Differentiable.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> mean(const E& x, const Axes& axes = {}, bool keepdim = false) {
+Tensor<expr_value_t<E>, expr_device_t<E>> mean(const E& x, const Axes& axes = {}, bool keepdim = false) {
   return detail::differentiable_reduce<detail::ReduceKind::mean>(x, axes, keepdim, "mean");
 }
 // Maximum over `axes`; NaN propagates. Differentiable: tied maxima share the gradient.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> max(const E& x, const Axes& axes = {}, bool keepdim = false) {
+Tensor<expr_value_t<E>, expr_device_t<E>> max(const E& x, const Axes& axes = {}, bool keepdim = false) {
   return detail::differentiable_reduce<detail::ReduceKind::max>(x, axes, keepdim, "max");
 }
 // Minimum over `axes`; NaN propagates. Differentiable: tied minima share the gradient.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> min(const E& x, const Axes& axes = {}, bool keepdim = false) {
+Tensor<expr_value_t<E>, expr_device_t<E>> min(const E& x, const Axes& axes = {}, bool keepdim = false) {
   return detail::differentiable_reduce<detail::ReduceKind::min>(x, axes, keepdim, "min");
 }
 
 // Index of the first maximum along `axis` (int64, the axis removed unless keepdim).
 template <Expression E>
-Tensor<std::int64_t, cpu> argmax(const E& x, int axis, bool keepdim = false) {
+Tensor<std::int64_t, expr_device_t<E>> argmax(const E& x, int axis, bool keepdim = false) {
   return detail::reduce_index<true>(x, axis, false, keepdim, "argmax");
 }
 // Row-major index of the first maximum of the whole tensor (rank-0 result).
 template <Expression E>
-Tensor<std::int64_t, cpu> argmax(const E& x) {
+Tensor<std::int64_t, expr_device_t<E>> argmax(const E& x) {
   return detail::reduce_index<true>(x, 0, true, false, "argmax");
 }
 template <Expression E>
-Tensor<std::int64_t, cpu> argmin(const E& x, int axis, bool keepdim = false) {
+Tensor<std::int64_t, expr_device_t<E>> argmin(const E& x, int axis, bool keepdim = false) {
   return detail::reduce_index<false>(x, axis, false, keepdim, "argmin");
 }
 template <Expression E>
-Tensor<std::int64_t, cpu> argmin(const E& x) {
+Tensor<std::int64_t, expr_device_t<E>> argmin(const E& x) {
   return detail::reduce_index<false>(x, 0, true, false, "argmin");
 }
 

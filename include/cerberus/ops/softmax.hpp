@@ -37,6 +37,7 @@
 
 #include "cerberus/backend/cpu/backend.hpp"
 #include "cerberus/backend/cpu/thread_pool.hpp"
+#include "cerberus/backend/op_kernels.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/shape.hpp"
 #include "cerberus/expr/expr.hpp"
@@ -239,25 +240,26 @@ void softmax_kernel(const T* x, T* y, Index outer, Index n, Index inner, Softmax
 namespace detail {
 
 template <class E>
-Tensor<expr_value_t<E>, cpu> softmax_family(const E& expr, int axis, bool keepdim, SoftmaxKind kind, const char* op) {
-  static_assert(std::is_same_v<expr_device_t<E>, cpu>, "The softmax family runs on cpu tensors; copy with .to<cpu>() first.");
+Tensor<expr_value_t<E>, expr_device_t<E>> softmax_family(const E& expr, int axis, bool keepdim, SoftmaxKind kind, const char* op) {
   static_assert(FloatElement<expr_value_t<E>>, "The softmax family needs float, double or bfloat16 elements; convert with .to<float>() first.");
   using T = expr_value_t<E>;
-  const Tensor<T, cpu> input(expr);
+  using D = expr_device_t<E>;
+  const Tensor<T, D> input(expr);
   const int a = input.shape().axis(axis, op);
   const Index n = input.shape()[a];
   const Shape out_shape = kind == SoftmaxKind::logsumexp ? reduced_shape(input.shape(), 1u << a, keepdim) : input.shape();
-  auto out = Tensor<T, cpu>::empty(out_shape);
+  auto out = Tensor<T, D>::empty(out_shape);
   if (out.numel() == 0) return out;
   if (n == 0) {  // logsumexp over nothing: log(0)
     out.fill(static_cast<T>(-std::numeric_limits<float>::infinity()));
     return out;
   }
-  const Tensor<T, cpu> x = input.contiguous();
+  const Tensor<T, D> x = input.contiguous();
   Index outer = 1, inner = 1;
   for (int d = 0; d < a; ++d) outer *= x.shape()[d];
   for (int d = a + 1; d < x.rank(); ++d) inner *= x.shape()[d];
-  cpu_backend::softmax_kernel(x.data(), out.data(), outer, n, inner, kind);
+  if constexpr (std::is_same_v<D, cpu>) cpu_backend::softmax_kernel(x.data(), out.data(), outer, n, inner, kind);
+  else OpKernels<D>::softmax(x.data(), out.data(), outer, n, inner, static_cast<int>(kind), op);
   return out;
 }
 
@@ -271,28 +273,29 @@ namespace detail {
 //   log_softmax: dx = g - exp(y) * sum(g)
 //   logsumexp:   dx = g * exp(x - y)
 template <class E>
-Tensor<expr_value_t<E>, cpu> differentiable_softmax(const E& expr, int axis, bool keepdim, SoftmaxKind kind, const char* op) {
+Tensor<expr_value_t<E>, expr_device_t<E>> differentiable_softmax(const E& expr, int axis, bool keepdim, SoftmaxKind kind, const char* op) {
   using T = expr_value_t<E>;
-  const Tensor<T, cpu> x(expr);
-  Tensor<T, cpu> y;
+  using D = expr_device_t<E>;
+  const Tensor<T, D> x(expr);
+  Tensor<T, D> y;
   {
     NoGradGuard forward_only;
     y = softmax_family(x, axis, keepdim, kind, op);
   }
   if (autograd::any_requires_grad(x)) {
     const int a = x.shape().axis(axis, op);
-    autograd::record<T, cpu>(y, op, {x}, [x, y, a, kind](const Tensor<T, cpu>& g) {
+    autograd::record<T, D>(y, op, {x}, [x, y, a, kind](const Tensor<T, D>& g) {
       if (kind == SoftmaxKind::softmax) {
-        const Tensor<T, cpu> gy = g * y;
-        return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(y * (g - sum(gy, a, true)))};
+        const Tensor<T, D> gy = g * y;
+        return std::vector<Tensor<T, D>>{Tensor<T, D>(y * (g - sum(gy, a, true)))};
       }
-      if (kind == SoftmaxKind::log_softmax) return std::vector<Tensor<T, cpu>>{Tensor<T, cpu>(g - exp(y) * sum(g, a, true))};
+      if (kind == SoftmaxKind::log_softmax) return std::vector<Tensor<T, D>>{Tensor<T, D>(g - exp(y) * sum(g, a, true))};
       Shape kept = x.shape();
       kept[a] = 1;
       // A row of all -inf has logsumexp -inf and no gradient (exp(-inf - -inf) would be NaN).
-      const Tensor<T, cpu> yk = y.reshape(kept);
-      return std::vector<Tensor<T, cpu>>{
-          Tensor<T, cpu>(where(yk > -std::numeric_limits<double>::infinity(), g.reshape(kept) * exp(x - yk), 0.0))};
+      const Tensor<T, D> yk = y.reshape(kept);
+      return std::vector<Tensor<T, D>>{
+          Tensor<T, D>(where(yk > -std::numeric_limits<double>::infinity(), g.reshape(kept) * exp(x - yk), 0.0))};
     });
   }
   return y;
@@ -302,20 +305,20 @@ Tensor<expr_value_t<E>, cpu> differentiable_softmax(const E& expr, int axis, boo
 
 // exp(x - logsumexp(x)) along `axis`: non-negative, sums to 1 along the axis. Differentiable.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> softmax(const E& x, int axis = -1) {
+Tensor<expr_value_t<E>, expr_device_t<E>> softmax(const E& x, int axis = -1) {
   return detail::differentiable_softmax(x, axis, false, SoftmaxKind::softmax, "softmax");
 }
 
 // x - logsumexp(x) along `axis`, computed as (x - max) - log(sum exp(x - max)): no exp of the
 // output, so very negative log-probabilities stay exact instead of flushing to log(0). Differentiable.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> log_softmax(const E& x, int axis = -1) {
+Tensor<expr_value_t<E>, expr_device_t<E>> log_softmax(const E& x, int axis = -1) {
   return detail::differentiable_softmax(x, axis, false, SoftmaxKind::log_softmax, "log_softmax");
 }
 
 // log(sum(exp(x))) along `axis`, as max + log(sum(exp(x - max))). Differentiable.
 template <Expression E>
-Tensor<expr_value_t<E>, cpu> logsumexp(const E& x, int axis = -1, bool keepdim = false) {
+Tensor<expr_value_t<E>, expr_device_t<E>> logsumexp(const E& x, int axis = -1, bool keepdim = false) {
   return detail::differentiable_softmax(x, axis, keepdim, SoftmaxKind::logsumexp, "logsumexp");
 }
 

@@ -164,6 +164,103 @@ void pack_depth_contiguous(C* dst, Index panel_stride, const T* src, Index rs, I
   }
 }
 
+#if defined(__AVX512F__)
+// AVX-512 versions for float operands (the common case): the portable loops above run at 1-2
+// cycles per value even with the source in L2 (the compiler emits scalar gathers for the
+// transpose and partial vectors for 14-wide rows); these run at a fraction of that.
+
+// 16 x 16 transpose in registers: r[i] holds row i on entry, column i on exit.
+CERBERUS_ALWAYS_INLINE void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  // r[4b + j] now holds, in each 128-bit lane L, elements (rows 4L'..) of column group j of row block b.
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+// Depth contiguous, float: 16 depths of up to 16 rows per transpose.
+template <int R>
+void pack_depth_contiguous_f32(float* dst, Index panel_stride, const float* src, Index rs, Index rows, Index q0, Index q1, Index depth) {
+  static_assert(R <= 16 || R % 16 == 0);
+  constexpr int G = R < 16 ? R : 16;  // rows per transpose
+  constexpr int groups = R < 16 ? 1 : R / 16;
+  for (Index q = q0; q < q1; ++q) {
+    float* d = dst + q * panel_stride;
+    const Index n = std::min<Index>(R, rows - q * R);
+    if (n < R) {
+      pack_depth_contiguous<R>(d - q * panel_stride, panel_stride, src, rs, rows, q, q + 1, depth);
+      continue;
+    }
+    const float* s = src + q * R * rs;
+    Index p = 0;
+    for (; p + 16 <= depth; p += 16) {
+      for (int g = 0; g < groups; ++g) {
+        __m512 r[16];
+        for (int i = 0; i < G; ++i) r[i] = _mm512_loadu_ps(s + (g * 16 + i) * rs + p);
+        for (int i = G; i < 16; ++i) r[i] = _mm512_setzero_ps();
+        transpose16(r);
+        float* dg = d + p * R + g * 16;
+        if constexpr (G == 16) {
+          for (int k = 0; k < 16; ++k) _mm512_storeu_ps(dg + k * R, r[k]);
+        } else {
+          constexpr __mmask16 m = static_cast<__mmask16>((1u << G) - 1);
+          for (int k = 0; k < 16; ++k) _mm512_mask_storeu_ps(dg + k * R, m, r[k]);
+        }
+      }
+    }
+    for (; p < depth; ++p)
+      for (int i = 0; i < R; ++i) d[p * R + i] = s[i * rs + p];
+  }
+}
+
+// Rows contiguous, float: per depth, R values of each panel with (masked) vector moves.
+template <int R>
+void pack_rows_contiguous_f32(float* dst, Index panel_stride, const float* src, Index ds, Index rows, Index q0, Index q1, Index depth) {
+  constexpr int V = (R + 15) / 16;
+  for (Index p = 0; p < depth; ++p) {
+    const float* s = src + p * ds;
+    for (Index q = q0; q < q1; ++q) {
+      float* d = dst + q * panel_stride + p * R;
+      const float* sq = s + q * R;
+      const Index n = std::min<Index>(R, rows - q * R);
+      if (n == R) {
+        for (int v = 0; v < V; ++v) {
+          const int w = std::min(16, R - 16 * v);
+          if (w == 16) _mm512_storeu_ps(d + 16 * v, _mm512_loadu_ps(sq + 16 * v));
+          else {
+            const __mmask16 m = static_cast<__mmask16>((1u << w) - 1);
+            _mm512_mask_storeu_ps(d + 16 * v, m, _mm512_maskz_loadu_ps(m, sq + 16 * v));
+          }
+        }
+      } else {
+        Index i = 0;
+        for (; i < n; ++i) d[i] = sq[i];
+        for (; i < R; ++i) d[i] = 0.0f;
+      }
+    }
+  }
+}
+#endif
+
 template <int R, class C, class T>
 void pack_strided(C* dst, Index panel_stride, const T* src, Index rs, Index ds, Index rows, Index q0, Index q1, Index depth) {
   for (Index q = q0; q < q1; ++q) {
@@ -180,6 +277,12 @@ void pack_strided(C* dst, Index panel_stride, const T* src, Index rs, Index ds, 
 
 template <int R, class C, class T>
 void pack_panels(C* dst, Index panel_stride, const T* src, Index rs, Index ds, Index rows, Index q0, Index q1, Index depth) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<C, float> && std::is_same_v<T, float> && (R <= 16 || R % 16 == 0)) {
+    if (rs == 1) return pack_rows_contiguous_f32<R>(dst, panel_stride, src, ds, rows, q0, q1, depth);
+    if (ds == 1) return pack_depth_contiguous_f32<R>(dst, panel_stride, src, rs, rows, q0, q1, depth);
+  }
+#endif
   if (rs == 1) pack_rows_contiguous<R>(dst, panel_stride, src, ds, rows, q0, q1, depth);
   else if (ds == 1) pack_depth_contiguous<R>(dst, panel_stride, src, rs, rows, q0, q1, depth);
   else pack_strided<R>(dst, panel_stride, src, rs, ds, rows, q0, q1, depth);

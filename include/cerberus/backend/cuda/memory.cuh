@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cerberus/backend/cuda/error.cuh"
+#include "cerberus/backend/cuda/launch.cuh"
 #include "cerberus/core/device.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/tensor/caching_allocator.hpp"
@@ -50,11 +51,27 @@ inline CachingAllocator<DeviceMemory>& allocator() {
 
 }  // namespace cuda_backend
 
+namespace cuda_backend {
+// Debug hook for tests: while on, every block handed out (fresh or cached) is filled with 0xFF
+// bytes first, which read as NaN in float, double and bf16 (and -1 in integers), so an output
+// element a kernel never writes shows up as NaN.
+inline bool& poison_new_blocks() {
+  static bool on = false;
+  return on;
+}
+}  // namespace cuda_backend
+
+// Turns the NaN-filling of every device block handed out on or off (tests only: it costs a memset per allocation).
+inline void set_cuda_poison_allocations(bool on) { cuda_backend::poison_new_blocks() = on; }
+
 template <>
 struct Memory<cuda> {
   static void* allocate(std::size_t bytes) {
     try {
-      return cuda_backend::allocator().allocate(bytes);
+      void* p = cuda_backend::allocator().allocate(bytes);
+      if (p && bytes && cuda_backend::poison_new_blocks())
+        cuda_backend::check(cudaMemsetAsync(p, 0xFF, bytes, cuda_backend::stream()), "allocate", "cudaMemsetAsync (NaN poison)");
+      return p;
     } catch (const std::bad_alloc&) {  // still out of memory after the cache was emptied
       throw cuda_backend::device_error(cudaErrorMemoryAllocation, "allocate",
                                        "cudaMalloc of " + std::to_string(bytes) + " bytes (after emptying the cache)");

@@ -1,0 +1,133 @@
+// GPU timings for issue 8: our matmul against raw cuBLAS at 4096^3 (fp32, TF32, bf16), and our
+// attention kernel against a naive materialising reference built from our own ops
+// (matmul -> softmax -> matmul). CUDA events, 3 warm-ups, median of 10. Prints one
+// "RESULT <name> <TFLOP/s>" line per measurement (benchmarks/gpu/run.sh reads them).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "cerberus/backend/cuda.cuh"
+
+using namespace cerberus;
+
+namespace {
+
+void ok(cudaError_t s, const char* what) {
+  if (s != cudaSuccess) {
+    std::fprintf(stderr, "%s failed: %s\n", what, cudaGetErrorString(s));
+    std::exit(1);
+  }
+}
+void ok(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "%s failed: %s\n", what, cublasGetStatusString(s));
+    std::exit(1);
+  }
+}
+
+// Median milliseconds of fn over `reps` runs after `warm` warm-ups.
+double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 10) {
+  cudaEvent_t a, b;
+  ok(cudaEventCreate(&a), "cudaEventCreate");
+  ok(cudaEventCreate(&b), "cudaEventCreate");
+  for (int i = 0; i < warm; ++i) fn();
+  ok(cudaDeviceSynchronize(), "warm-up");
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    ok(cudaEventRecord(a, cuda_backend::stream()), "cudaEventRecord");
+    fn();
+    ok(cudaEventRecord(b, cuda_backend::stream()), "cudaEventRecord");
+    ok(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float ms = 0;
+    ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void result(const char* name, double flops, double ms) {
+  std::printf("RESULT %-36s %9.1f TFLOP/s  (%.3f ms)\n", name, flops / (ms * 1e-3) / 1e12, ms);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main() {
+  if (!cuda_available()) {
+    std::printf("no CUDA device: nothing to time\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  Generator gen(1);
+  const Index n = 4096;
+  const double gemm_flops = 2.0 * n * n * n;
+  {
+    const auto a = uniform<float>({n, n}, -1, 1, gen).to<cuda>(), b = uniform<float>({n, n}, -1, 1, gen).to<cuda>();
+    auto c = Tensor<float, cuda>::empty({n, n});
+    result("cerberus matmul fp32 4096^3", gemm_flops, time_ms([&] { c = matmul(a, b); }));
+    set_cuda_matmul_tf32(true);
+    result("cerberus matmul tf32 4096^3", gemm_flops, time_ms([&] { c = matmul(a, b); }));
+    set_cuda_matmul_tf32(false);
+    cublasHandle_t h;
+    ok(cublasCreate(&h), "cublasCreate");
+    ok(cublasSetStream(h, cuda_backend::stream()), "cublasSetStream");
+    const float one = 1, zero = 0;
+    result("raw cublasSgemm fp32 4096^3", gemm_flops, time_ms([&] {
+             ok(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b.data(), n, a.data(), n, &zero, c.data(), n), "cublasSgemm");
+           }));
+    const auto ab = a.to<bfloat16>(), bb = b.to<bfloat16>();
+    auto cb = Tensor<bfloat16, cuda>::empty({n, n});
+    result("cerberus matmul bf16 4096^3", gemm_flops, time_ms([&] { cb = matmul(ab, bb); }));
+    result("raw cublasGemmEx bf16 4096^3", gemm_flops, time_ms([&] {
+             ok(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, bb.data(), CUDA_R_16BF, n, ab.data(), CUDA_R_16BF, n, &zero, cb.data(),
+                             CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                "cublasGemmEx");
+           }));
+    // Sanity: our bf16 result against raw cuBLAS's (same call underneath: should agree closely).
+    const auto ours = matmul(ab, bb).to<float>().to_vector();
+    const auto raw = cb.to<float>().to_vector();
+    double worst = 0;
+    for (std::size_t i = 0; i < ours.size(); i += 997) worst = std::max(worst, static_cast<double>(std::fabs(ours[i] - raw[i])));
+    std::printf("check: bf16 ours vs raw cuBLAS, max abs difference on a sample %.3g\n", worst);
+  }
+  {
+    const Index B = 4, H = 16, T = 1024, D = 64;
+    const double flops = 4.0 * B * H * T * T * D;  // q k^T and p v
+    const auto q = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>(), k = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>(),
+               v = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>();
+    Tensor<float, cuda> out, ref;
+    AttentionOptions causal;
+    causal.causal = true;
+    result("cerberus attention fwd fp32 B4 H16 T1024 D64", flops, time_ms([&] { out = scaled_dot_product_attention(q, k, v); }, 1, 5));
+    result("cerberus attention fwd causal (half the work)", flops / 2, time_ms([&] { out = scaled_dot_product_attention(q, k, v, causal); }, 1, 5));
+    const float scale = 1.0f / 8.0f;
+    result("naive attention fwd (matmul+softmax+matmul)", flops, time_ms([&] {
+             const Tensor<float, cuda> s = matmul(q, k.transpose(-1, -2)) * scale;
+             ref = matmul(softmax(s, -1), v);
+           }, 1, 5));
+    out = scaled_dot_product_attention(q, k, v);
+    const Tensor<float, cuda> s = matmul(q, k.transpose(-1, -2)) * scale;
+    ref = matmul(softmax(s, -1), v);
+    const auto o = out.to_vector(), r = ref.to_vector();
+    double worst = 0;
+    for (std::size_t i = 0; i < o.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(o[i] - r[i])));
+    std::printf("check: attention ours vs naive, max abs difference %.3g\n", worst);
+    const Index Bs = 1, Hs = 8;  // the backward is atomics-heavy: a smaller problem
+    const auto q2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto k2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto v2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto up = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>();
+    result("cerberus attention fwd+bwd B1 H8 T1024 D64", 2.5 * 4.0 * Bs * Hs * T * T * D, time_ms([&] {
+             auto a2 = q2, b2 = k2, c2 = v2;
+             scaled_dot_product_attention(a2, b2, c2).backward(up);
+           }, 1, 3));
+  }
+  return 0;
+}

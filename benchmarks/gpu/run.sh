@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The GPU check of issue 8, as ONE command on the borrowed machine, from the repository root:
+#     bash benchmarks/gpu/run.sh            (OUT=<folder> for the logs; default ./out-gpu)
+# Builds only the CUDA tests and the GPU benchmark (benchmarks/gpu/CMakeLists.txt: no Eigen,
+# Catch2 or xsimd CMake package needed; xsimd's headers from the system or from .gpu-deps/,
+# which benchmarks/gpu/prepare.sh fills here and the device call carries), runs every test with
+# a time limit into $OUT/tests.log, and the benchmark (plus PyTorch peers when torch imports)
+# into $OUT/bench.txt. Every step has a timeout; the whole script is meant to end within 6 minutes.
+set -u
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+OUT="${OUT:-$ROOT/out-gpu}"
+BUILD="$ROOT/build-gpu"
+JOBS="${JOBS:-16}"
+mkdir -p "$OUT"
+start=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - start ))s"; }
+log() { echo "[run.sh $(elapsed)] $*" | tee -a "$OUT/summary.txt"; }
+
+log "host: $(uname -m), $(nproc) cores"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$OUT/summary.txt"
+else
+  log "nvidia-smi not found"
+fi
+
+NVCC="${CUDACXX:-}"
+[ -z "$NVCC" ] && NVCC="$(command -v nvcc || true)"
+[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
+if [ -z "$NVCC" ]; then log "FATAL: no nvcc"; exit 2; fi
+log "nvcc: $("$NVCC" --version | tail -1)"
+
+XSIMD=""
+if [ -f /usr/include/xsimd/xsimd.hpp ]; then XSIMD=""
+elif [ -f "$ROOT/.gpu-deps/include/xsimd/xsimd.hpp" ]; then XSIMD="$ROOT/.gpu-deps/include"
+else log "FATAL: xsimd headers missing: run benchmarks/gpu/prepare.sh here and carry .gpu-deps"; exit 2; fi
+log "xsimd: ${XSIMD:-system}"
+
+GEN=(); command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+log "configure"
+timeout 120 cmake -S "$ROOT/benchmarks/gpu" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90 -DCERBERUS_XSIMD_INCLUDE="$XSIMD" >"$OUT/build.log" 2>&1 \
+  || { log "FATAL: configure failed (see build.log)"; tail -30 "$OUT/build.log"; exit 2; }
+log "build (-j$JOBS)"
+KEEP_GOING=(); [ ${#GEN[@]} -gt 0 ] && KEEP_GOING=(-- -k 0)  # ninja: build every target it can
+timeout "${BUILD_TIMEOUT:-270}" cmake --build "$BUILD" --target gpu_all -j "$JOBS" "${KEEP_GOING[@]}" >>"$OUT/build.log" 2>&1
+build_rc=$?
+log "build finished, rc $build_rc"
+[ $build_rc -ne 0 ] && grep -E "error|Error" "$OUT/build.log" | head -40
+
+: >"$OUT/tests.log"
+pass=0; fail=0; skip=0; missing=0
+for src in "$ROOT"/tests/backend/cuda/test_*.cu; do
+  name="backend_cuda_$(basename "$src" .cu)"
+  exe="$BUILD/$name"
+  if [ ! -x "$exe" ]; then log "$name: NOT BUILT"; missing=$((missing + 1)); continue; fi
+  echo "==== $name" >>"$OUT/tests.log"
+  timeout "${TEST_TIMEOUT:-90}" "$exe" >>"$OUT/tests.log" 2>&1
+  rc=$?
+  case $rc in
+    0) pass=$((pass + 1)); log "$name: passed" ;;
+    77) skip=$((skip + 1)); log "$name: skipped (no device)" ;;
+    124) fail=$((fail + 1)); log "$name: TIMEOUT" ;;
+    *) fail=$((fail + 1)); log "$name: FAILED (rc $rc)"; grep -E "^\[FAIL\]|uncaught" <(sed -n "/==== $name/,\$p" "$OUT/tests.log") | head -20 | tee -a "$OUT/summary.txt" ;;
+  esac
+done
+log "tests: $pass passed, $fail failed, $skip skipped, $missing not built (details: tests.log)"
+grep -E "^\[(pass|FAIL)\]" "$OUT/tests.log" | sed -E 's/^(\[[a-zA-Z]+\]) (.*): max rel error ([^ ]+).*/\1 \3  \2/' >"$OUT/errors.txt" 2>/dev/null || true
+
+: >"$OUT/bench.txt"
+if [ -x "$BUILD/bench_gemm_attention" ]; then
+  log "benchmark"
+  timeout "${BENCH_TIMEOUT:-90}" "$BUILD/bench_gemm_attention" >>"$OUT/bench.txt" 2>&1
+  log "benchmark rc $?"
+fi
+if timeout 60 python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+  log "PyTorch peers"
+  timeout "${TORCH_TIMEOUT:-90}" python3 "$ROOT/benchmarks/gpu/bench_torch.py" >>"$OUT/bench.txt" 2>&1
+  log "torch rc $?"
+  python3 - "$OUT/bench.txt" <<'PY' | tee -a "$OUT/bench.txt"
+import re, sys
+r = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"RESULT (.*?)\s+([0-9.]+) TFLOP/s", line)
+    if m: r[m.group(1).strip()] = float(m.group(2))
+pairs = [("cerberus matmul fp32 4096^3", "torch matmul fp32 4096^3"), ("cerberus matmul tf32 4096^3", "torch matmul tf32 4096^3"),
+         ("cerberus matmul bf16 4096^3", "torch matmul bf16 4096^3"),
+         ("cerberus attention fwd fp32 B4 H16 T1024 D64", "torch sdpa fwd fp32 B4 H16 T1024 D64"),
+         ("cerberus attention fwd causal (half the work)", "torch sdpa fwd causal (half the work)")]
+print("ratio cerberus / torch (TFLOP/s):")
+for a, b in pairs:
+    if a in r and b in r and r[b] > 0: print(f"  {a:<46s} {r[a]:8.1f} vs {r[b]:8.1f}  = {r[a] / r[b]:.2f}x")
+PY
+else
+  log "no usable torch: peers skipped"
+fi
+cat "$OUT/bench.txt"
+log "done"
+[ $fail -eq 0 ] && [ $missing -eq 0 ]

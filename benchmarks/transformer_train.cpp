@@ -1,0 +1,233 @@
+// Training and inference throughput of a GPT-style decoder, side by side with the same model in
+// LibTorch 1.13 (benchmarks/peers/gpt_libtorch.cpp), with each side's peak memory.
+//
+// Models (the referee's, /work/shared/peers/README.md): token + learned position embeddings,
+// pre-LayerNorm blocks with causal multi-head attention and a GELU (tanh) MLP of width 4d, final
+// LayerNorm, LM head tied to the token embedding, cross-entropy, AdamW (lr 3e-4, decay 0.1).
+//   tiny   vocab 8000,  d 256, 4 layers, 4 heads, seq 128, batch 16   (5.24M parameters)
+//   small  vocab 16000, d 512, 6 layers, 8 heads, seq 256, batch 8    (27.2M parameters)
+// A training step is forward + backward + AdamW; inference is the forward pass to logits.
+//
+// Every measurement runs in its own child process (this program re-executed with --one, or the
+// peer), so peak RSS (getrusage ru_maxrss) belongs to that model and mode alone, and LibTorch
+// reads its environment (ATEN_CPU_CAPABILITY, MALLOC_*, OMP_WAIT_POLICY) fresh; see
+// benchmarks/run_transformer_train.sh for the settings compared.
+//
+// Usage: transformer_train [--peer PATH | --no-peer] [--configs tiny,small] [--modes train,infer]
+//                          [--threads 1,2] [--steps N] [--warmup N]
+//        transformer_train --one CONFIG MODE THREADS STEPS WARMUP     (one measurement)
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cerberus/cerberus.hpp"
+
+namespace {
+
+using namespace cerberus;
+
+nn::TransformerConfig config_named(const std::string& name) {
+  nn::TransformerConfig c;
+  if (name == "tiny") {
+    c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
+  } else if (name == "small") {
+    c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
+  } else {
+    std::fprintf(stderr, "transformer_train: unknown config '%s' (expected tiny or small)\n", name.c_str());
+    std::exit(2);
+  }
+  c.d_ff = 4 * c.d_model;
+  c.norm = nn::NormKind::layer;
+  c.mlp = nn::MlpKind::gelu;
+  c.gelu_approximation = nn::GeluApproximation::tanh;
+  c.position = nn::PositionKind::learned;
+  c.tie_embeddings = true;
+  c.bias = true;
+  return c;
+}
+Index batch_of(const std::string& name) { return name == "tiny" ? 16 : 8; }
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+double cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
+// One measurement in this process: prints the same line as the peer.
+int measure_one(const std::string& name, bool train, int threads, int steps, int warmup) {
+  set_num_threads(threads);
+  const auto c = config_named(name);
+  const Index B = batch_of(name), T = c.max_seq_len;
+  Generator gen(0);
+  nn::DecoderOnly<float> model(c, gen);
+  optim::AdamW optimizer(model.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+  std::vector<std::int64_t> ids_host(static_cast<std::size_t>(B * T)), targets_host(ids_host.size());
+  for (std::size_t i = 0; i < ids_host.size(); ++i) {
+    ids_host[i] = static_cast<std::int64_t>((i * 2654435761u) % static_cast<std::size_t>(c.vocab_size));
+    targets_host[i] = static_cast<std::int64_t>((i * 40503u + 7) % static_cast<std::size_t>(c.vocab_size));
+  }
+  const auto ids = from_vector<std::int64_t>(ids_host, {B, T});
+  const auto targets = from_vector<std::int64_t>(targets_host, {B, T});
+
+  std::vector<double> times, cpu_times;
+  double loss_value = 0;
+  for (int i = 0; i < warmup + steps; ++i) {
+    const double cpu_start = cpu_ms();
+    const auto start = std::chrono::steady_clock::now();
+    if (train) {
+      optimizer.zero_grad();
+      auto loss = model.loss(ids, targets);
+      loss.backward();
+      optimizer.step();
+      loss_value = loss.item();
+    } else {
+      NoGradGuard no_grad;
+      auto logits = model.forward(ids);
+      loss_value = logits(0, 0, 0);
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (i >= warmup) times.push_back(ms), cpu_times.push_back(cpu_ms() - cpu_start);
+  }
+  std::sort(times.begin(), times.end());
+  std::sort(cpu_times.begin(), cpu_times.end());
+  const double median = times[times.size() / 2];
+  // cpu_ms: CPU time of the whole process per step (all threads), a check on a shared machine:
+  // at one thread, step_ms well above cpu_ms means the process waited for a core.
+  std::printf("tokens_per_s=%.1f step_ms=%.2f cpu_ms=%.2f peak_rss_mib=%.1f params=%lld last=%.4f\n",
+              static_cast<double>(B * T) / (median / 1000.0), median, cpu_times[cpu_times.size() / 2], peak_rss_mib(),
+              static_cast<long long>(model.num_parameters()), loss_value);
+  return 0;
+}
+
+struct Result {
+  double tokens_per_s = 0, step_ms = 0, peak_rss_mib = 0;
+  long long params = 0;
+  bool ok = false;
+};
+
+// Runs argv as a child process and parses its `key=value` line.
+Result run_child(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::perror("transformer_train: exec");
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  Result r;
+  std::istringstream words(out);
+  for (std::string word; words >> word;) {
+    const auto eq = word.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = word.substr(0, eq);
+    const double value = std::atof(word.c_str() + eq + 1);
+    if (key == "tokens_per_s") r.tokens_per_s = value, r.ok = true;
+    if (key == "step_ms") r.step_ms = value;
+    if (key == "peak_rss_mib") r.peak_rss_mib = value;
+    if (key == "params") r.params = static_cast<long long>(value);
+  }
+  r.ok = r.ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (!r.ok) std::fprintf(stderr, "transformer_train: %s failed:\n%s\n", argv[0].c_str(), out.c_str());
+  return r;
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string self_path(const char* argv0) {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string(argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "--one") {
+    if (args.size() != 6) {
+      std::fprintf(stderr, "usage: transformer_train --one CONFIG MODE THREADS STEPS WARMUP\n");
+      return 2;
+    }
+    return measure_one(args[1], args[2] == "train", std::atoi(args[3].c_str()), std::atoi(args[4].c_str()),
+                       std::atoi(args[5].c_str()));
+  }
+#ifdef CERBERUS_LIBTORCH_PEER
+  std::string peer = CERBERUS_LIBTORCH_PEER;
+#else
+  std::string peer;
+#endif
+  std::vector<std::string> configs{"tiny", "small"}, modes{"train", "infer"}, threads{"1", "2"};
+  std::string steps = "10", warmup = "2";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto value = [&] { return i + 1 < args.size() ? args[++i] : std::string(); };
+    if (args[i] == "--peer") peer = value();
+    else if (args[i] == "--no-peer") peer.clear();
+    else if (args[i] == "--configs") configs = split_commas(value());
+    else if (args[i] == "--modes") modes = split_commas(value());
+    else if (args[i] == "--threads") threads = split_commas(value());
+    else if (args[i] == "--steps") steps = value();
+    else if (args[i] == "--warmup") warmup = value();
+    else {
+      std::fprintf(stderr, "transformer_train: unknown argument '%s'\n", args[i].c_str());
+      return 2;
+    }
+  }
+  const std::string self = self_path(argv[0]);
+  std::printf("GPT-style decoder, median of %s steps after %s warm-up; tokens/s, peak RSS in MiB\n", steps.c_str(),
+              warmup.c_str());
+  std::printf("%-6s %-6s %4s | %10s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "RSS", "LibTorch", "RSS",
+              "speedup", "RSS x");
+  for (const auto& cfg : configs)
+    for (const auto& mode : modes)
+      for (const auto& t : threads) {
+        const Result ours = run_child({self, "--one", cfg, mode, t, steps, warmup});
+        Result theirs;
+        if (!peer.empty()) theirs = run_child({peer, cfg, mode, t, steps, warmup});
+        std::printf("%-6s %-6s %4s | %10.0f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.peak_rss_mib);
+        if (theirs.ok)
+          std::printf("%10.0f %8.0f | %7.2fx %7.2fx\n", theirs.tokens_per_s, theirs.peak_rss_mib,
+                      ours.tokens_per_s / theirs.tokens_per_s, ours.peak_rss_mib / theirs.peak_rss_mib);
+        else
+          std::printf("%10s %8s | %8s %8s\n", "-", "-", "-", "-");
+        std::fflush(stdout);
+        if (ours.ok && theirs.ok && ours.params != theirs.params)
+          std::printf("  note: parameter counts differ (cerberus %lld, LibTorch %lld)\n", ours.params, theirs.params);
+      }
+  return 0;
+}

@@ -1,0 +1,89 @@
+// OpKernels<cuda>: the device side of the non-elementwise ops (backend/op_kernels.hpp). Each
+// op header (ops/*.hpp) does its shape checks, layout planning and autodiff recording for any
+// device and calls these with raw device pointers; the kernels live in reduce.cuh, blas.cuh,
+// norm.cuh and attention.cuh beside this file.
+#pragma once
+
+#include <cstdint>
+
+#include "cerberus/backend/cuda/attention.cuh"
+#include "cerberus/backend/cuda/blas.cuh"
+#include "cerberus/backend/cuda/norm.cuh"
+#include "cerberus/backend/cuda/reduce.cuh"
+#include "cerberus/backend/op_kernels.hpp"
+#include "cerberus/ops/attention.hpp"
+#include "cerberus/ops/matmul.hpp"
+#include "cerberus/tensor/tensor.hpp"
+
+namespace cerberus {
+
+template <>
+struct OpKernels<cuda> {
+  // Kind: ReduceKind (0 sum, 1 mean, 2 max, 3 min) over contiguous [outer, n, inner].
+  template <int Kind, class T>
+  static void reduce(const T* x, T* out, Index outer, Index n, Index inner, const char* op) {
+    cuda_backend::reduce<Kind, T>(x, out, outer, n, inner, op);
+  }
+  template <bool Greater, class T>
+  static void arg_reduce(const T* x, std::int64_t* out, Index outer, Index n, Index inner, const char* op) {
+    cuda_backend::arg_reduce<Greater, T>(x, out, outer, n, inner, op);
+  }
+  // kind: SoftmaxKind (0 softmax, 1 log_softmax, 2 logsumexp).
+  template <class T>
+  static void softmax(const T* x, T* y, Index outer, Index n, Index inner, int kind, const char* op) {
+    cuda_backend::softmax<T>(x, y, outer, n, inner, kind, op);
+  }
+
+  template <class T>
+  static void matmul(const matmul_detail::Plan& p, const T* a, const T* b, T* c, const Strides& c_batch, Index c_rs, Index c_cs, double alpha,
+                     double beta) {
+    cuda_backend::matmul<T>(p, a, b, c, c_batch, c_rs, c_cs, alpha, beta);
+  }
+
+  template <class T>
+  static void norm_forward(const T* x, const T* w, const T* b, T* y, compute_t<T>* mean, compute_t<T>* rstd, Index rows, Index n, double eps,
+                           bool center, const char* op) {
+    cuda_backend::norm_forward(x, w, b, y, mean, rstd, rows, n, eps, center, op);
+  }
+  template <class T>
+  static void norm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* mean, const compute_t<T>* rstd, T* dx, T* dw, T* db,
+                            Index rows, Index n, bool center, const char* op) {
+    std::vector<Tensor<double, cuda>> scratch;  // partial sums, alive until the kernels are queued (stream order keeps reuse safe)
+    cuda_backend::norm_backward(dy, x, w, mean, rstd, dx, dw, db, rows, n, center, op, [&](Index count) {
+      scratch.push_back(Tensor<double, cuda>::empty(Shape{count}));
+      return scratch.back().data();
+    });
+  }
+
+  template <class T>
+  static void cross_entropy_forward(const T* x, const std::int64_t* target, Index rows, Index v, std::int64_t ignore, double smoothing,
+                                    double* loss, compute_t<T>* stats) {
+    cuda_backend::cross_entropy_forward(x, target, rows, v, ignore, smoothing, loss, stats);
+  }
+  template <class T>
+  static void cross_entropy_backward(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* coef, Index rows, Index v,
+                                     double smoothing, T* dx) {
+    cuda_backend::cross_entropy_backward(x, target, stats, coef, rows, v, smoothing, dx);
+  }
+
+  template <class C>
+  static cuda_backend::DeviceAttentionView<C> view(const cpu_backend::AttentionView<C>& v) {
+    return {v.data, v.sb, v.sh, v.st};
+  }
+  static cuda_backend::DeviceAttentionGeometry geometry(const cpu_backend::AttentionGeometry& g) {
+    return {g.batch, g.heads, g.tq, g.tk, g.d, g.dv, g.causal};
+  }
+  template <class C>
+  static void attention_forward(const cpu_backend::AttentionGeometry& g, C scale, cpu_backend::AttentionView<C> q, cpu_backend::AttentionView<C> k,
+                                cpu_backend::AttentionView<C> v, const C* bias, C* out, C* lse) {
+    cuda_backend::attention_forward<C>(geometry(g), scale, view(q), view(k), view(v), bias, out, lse);
+  }
+  template <class C>
+  static void attention_backward(const cpu_backend::AttentionGeometry& g, C scale, cpu_backend::AttentionView<C> q,
+                                 cpu_backend::AttentionView<C> k, cpu_backend::AttentionView<C> v, cpu_backend::AttentionView<C> out,
+                                 cpu_backend::AttentionView<C> dout, const C* lse, const C* bias, C* dq, C* dk, C* dv) {
+    cuda_backend::attention_backward<C>(geometry(g), scale, view(q), view(k), view(v), view(out), view(dout), lse, bias, dq, dk, dv);
+  }
+};
+
+}  // namespace cerberus

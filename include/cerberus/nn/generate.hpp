@@ -1,0 +1,180 @@
+// Text generation with a KV cache: greedy, temperature and top-k sampling.
+//
+// Legend: B = batch, T0 = prompt length, N = new tokens (<= max_new_tokens), V = vocab, S = source.
+//   generate(DecoderOnly& model, prompt int64 [B, T0], options)                      -> [B, T0 + N]
+//   generate(EncoderDecoder& model, src [B, S], start int64 [B, T0], options, src_padding) -> [B, T0 + N]
+//   generate_with(step, prompt, options): the loop itself; step(ids_new [B, T_new]) returns the
+//     next-token logits [B, V] of the last new position (and appends ids_new to its cache).
+// The prompt is run once; each later step feeds only the token just chosen, so N new tokens cost
+// N cache appends, one attention row each. Only the last position's hidden state goes through the
+// LM head. Generation runs in eval mode (restored afterwards) and records nothing (NoGradGuard).
+//
+// Choosing a token from a row of logits: temperature == 0 takes the argmax (greedy, first index
+// on ties); otherwise softmax(logits / temperature) restricted to the top_k largest logits
+// (top_k == 0: all; ties at the k-th value are kept) is sampled with a Generator seeded by
+// options.seed, so a (model, prompt, options) triple always gives the same tokens. A row that has
+// produced eos_id keeps producing eos_id; the loop stops early when every row has.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/core/random.hpp"
+#include "cerberus/nn/models.hpp"
+#include "cerberus/tensor/factories.hpp"
+
+namespace cerberus::nn {
+
+struct SamplingOptions {
+  Index max_new_tokens = 32;
+  double temperature = 0.0;  // 0 = greedy
+  Index top_k = 0;           // 0 = every token
+  std::uint64_t seed = 0;
+  std::int64_t eos_id = -1;  // -1 = no end-of-sequence token
+};
+
+// One token per row of logits [B, V]; see the top of this file.
+template <FloatElement T>
+std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingOptions& options, Generator& gen) {
+  if (logits.rank() != 2) throw ShapeError("[generate] next-token logits must be [B, V], got " + logits.shape().to_string());
+  if (!(options.temperature >= 0.0)) throw ValueError("[generate] temperature must be >= 0, got " + std::to_string(options.temperature));
+  const Index b = logits.size(0), v = logits.size(1);
+  const Tensor<T> rows = logits.contiguous();
+  std::vector<std::int64_t> out(static_cast<std::size_t>(b));
+  std::vector<double> p(static_cast<std::size_t>(v)), sorted;
+  for (Index r = 0; r < b; ++r) {
+    const T* row = rows.data() + r * v;
+    for (Index j = 0; j < v; ++j) p[static_cast<std::size_t>(j)] = static_cast<double>(static_cast<compute_t<T>>(row[j]));
+    if (options.temperature == 0.0) {
+      out[static_cast<std::size_t>(r)] = std::max_element(p.begin(), p.end()) - p.begin();
+      continue;
+    }
+    double threshold = -std::numeric_limits<double>::infinity();
+    if (options.top_k > 0 && options.top_k < v) {
+      sorted = p;
+      std::nth_element(sorted.begin(), sorted.begin() + (options.top_k - 1), sorted.end(), std::greater<>());
+      threshold = sorted[static_cast<std::size_t>(options.top_k - 1)];
+    }
+    const double max = *std::max_element(p.begin(), p.end());
+    double total = 0;
+    for (double& x : p) total += x = x >= threshold ? std::exp((x - max) / options.temperature) : 0.0;
+    double u = gen.uniform() * total;
+    Index pick = v - 1;
+    for (Index j = 0; j < v; ++j) {
+      u -= p[static_cast<std::size_t>(j)];
+      if (u < 0 && p[static_cast<std::size_t>(j)] > 0) {
+        pick = j;
+        break;
+      }
+    }
+    while (p[static_cast<std::size_t>(pick)] == 0 && pick > 0) --pick;  // rounding left u >= 0: the last kept token
+    out[static_cast<std::size_t>(r)] = pick;
+  }
+  return out;
+}
+
+// The generation loop over any cached step function; see the top of this file.
+template <class Step>
+Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prompt, const SamplingOptions& options) {
+  if (prompt.rank() != 2 || prompt.size(1) < 1)
+    throw ShapeError("[generate] the prompt must be [B, T0] with T0 >= 1, got " + prompt.shape().to_string());
+  if (options.max_new_tokens < 0) throw ValueError("[generate] max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
+  NoGradGuard generation_is_not_recorded;
+  Generator gen(options.seed);
+  const Index b = prompt.size(0), t0 = prompt.size(1);
+  std::vector<std::int64_t> ids = prompt.to_vector();  // row-major [B, T0], grown column by column
+  std::vector<std::vector<std::int64_t>> generated(static_cast<std::size_t>(b));
+  std::vector<bool> finished(static_cast<std::size_t>(b), false);
+  Tensor<std::int64_t> next = prompt;
+  for (Index n = 0; n < options.max_new_tokens; ++n) {
+    const auto tokens = choose_tokens(step(next), options, gen);
+    std::vector<std::int64_t> column(static_cast<std::size_t>(b));
+    bool all_done = true;
+    for (Index r = 0; r < b; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      column[i] = finished[i] ? options.eos_id : tokens[i];
+      generated[i].push_back(column[i]);
+      finished[i] = finished[i] || (options.eos_id >= 0 && column[i] == options.eos_id);
+      all_done = all_done && finished[i];
+    }
+    if (all_done || n + 1 == options.max_new_tokens) break;
+    next = from_vector<std::int64_t>(column, Shape{b, 1});
+  }
+  const Index n = generated.empty() ? 0 : static_cast<Index>(generated[0].size());
+  std::vector<std::int64_t> result;
+  result.reserve(static_cast<std::size_t>(b * (t0 + n)));
+  for (Index r = 0; r < b; ++r) {
+    result.insert(result.end(), ids.begin() + r * t0, ids.begin() + (r + 1) * t0);
+    result.insert(result.end(), generated[static_cast<std::size_t>(r)].begin(), generated[static_cast<std::size_t>(r)].end());
+  }
+  return from_vector<std::int64_t>(result, Shape{b, t0 + n});
+}
+
+namespace detail {
+// Puts a module in eval mode for a scope and restores its mode afterwards.
+template <class M>
+class EvalScope {
+ public:
+  explicit EvalScope(M& m) : m_(m), was_training_(m.is_training()) { m_.eval(); }
+  ~EvalScope() { m_.train(was_training_); }
+  EvalScope(const EvalScope&) = delete;
+  EvalScope& operator=(const EvalScope&) = delete;
+
+ private:
+  M& m_;
+  bool was_training_;
+};
+
+inline Index cache_capacity(const TransformerConfig& c, Index t0, Index max_new) {
+  const Index needed = t0 + std::max<Index>(max_new - 1, 0);  // the last chosen token is never fed back
+  if (needed > c.max_seq_len)
+    throw ValueError("[generate] prompt length " + std::to_string(t0) + " + max_new_tokens " + std::to_string(max_new) +
+                     " needs " + std::to_string(needed) + " positions, above max_seq_len " + std::to_string(c.max_seq_len));
+  return std::max<Index>(needed, 1);
+}
+
+// hidden [B, T, C] -> its last position [B, 1, C].
+template <Element T, Device D>
+Tensor<T, D> last_position(const Tensor<T, D>& h) {
+  return h.slice(1, h.size(1) - 1, h.size(1));
+}
+}  // namespace detail
+
+template <Element T, Device D>
+Tensor<std::int64_t, D> generate(DecoderOnly<T, D>& model, const Tensor<std::int64_t, D>& prompt, const SamplingOptions& options = {}) {
+  detail::EvalScope<DecoderOnly<T, D>> eval_mode(model);
+  if (prompt.rank() != 2) throw ShapeError("[generate] the prompt must be [B, T0], got " + prompt.shape().to_string());
+  auto cache = model.make_cache(prompt.size(0), detail::cache_capacity(model.config(), prompt.size(1), options.max_new_tokens));
+  return generate_with(
+      [&](const Tensor<std::int64_t, D>& ids_new) {
+        const Tensor<T, D> h = model.decoder.forward_step(ids_new, cache);
+        return model.logits(detail::last_position(h)).select(1, 0);
+      },
+      prompt, options);
+}
+
+// Sequence-to-sequence: encodes src once, then generates after `start` (e.g. [B, 1] of a
+// decoder start token).
+template <Element T, Device D>
+Tensor<std::int64_t, D> generate(EncoderDecoder<T, D>& model, const Tensor<std::int64_t, D>& src, const Tensor<std::int64_t, D>& start,
+                                 const SamplingOptions& options = {}, const Tensor<std::uint8_t, D>& src_padding = {}) {
+  detail::EvalScope<EncoderDecoder<T, D>> eval_mode(model);
+  if (start.rank() != 2) throw ShapeError("[generate] the start ids must be [B, T0], got " + start.shape().to_string());
+  NoGradGuard generation_is_not_recorded;
+  const Tensor<T, D> memory = model.encode(src, src_padding);
+  auto cache = model.make_cache(start.size(0), detail::cache_capacity(model.config(), start.size(1), options.max_new_tokens));
+  return generate_with(
+      [&](const Tensor<std::int64_t, D>& ids_new) {
+        const Tensor<T, D> h = model.decoder.forward_step(ids_new, cache, {}, memory, src_padding);
+        return model.logits(detail::last_position(h)).select(1, 0);
+      },
+      start, options);
+}
+
+}  // namespace cerberus::nn

@@ -1,0 +1,55 @@
+// scaled_dot_product_attention on cuda against the CPU: head sizes 32 / 64 / 128, causal
+// (aligned to the end, Tq < Tk too), key padding, permuted [B, T, H, D] operands, float, double
+// and bf16, forward and the gradients of q, k and v.
+#include "check.cuh"
+
+namespace {
+
+using namespace cerberus;
+using check::expect_close;
+using check::random;
+
+template <class T>
+void check_case(Generator& gen, const char* type, Index b, Index h, Index tq, Index tk, Index d, bool causal, bool padding, bool permuted,
+                double tol) {
+  AttentionOptions options;
+  options.causal = causal;
+  if (padding) {
+    options.key_padding = Tensor<std::uint8_t, cpu>::empty({b, tk});
+    for (Index i = 0; i < b * tk; ++i) options.key_padding.data()[i] = (i % tk) >= tk - 1 - (i / tk) * 3 ? 1 : 0;  // batch row r pads its last 1 + 3r keys
+  }
+  auto make = [&](Index t) {
+    if (!permuted) return check::leaf_pair(random<T>({b, h, t, d}, gen, -1, 1));
+    return check::leaf_pair(random<T>({b, t, h, d}, gen, -1, 1));
+  };
+  auto q = make(tq), k = make(tk), v = make(tk);
+  auto view = [&](const auto& t) { return permuted ? t.permute({0, 2, 1, 3}) : t; };
+  const auto oh = scaled_dot_product_attention(view(q.h), view(k.h), view(v.h), options);
+  const auto od = scaled_dot_product_attention(view(q.d), view(k.d), view(v.d), options);
+  char where[160];
+  std::snprintf(where, sizeof where, "%s B%lld H%lld Tq%lld Tk%lld D%lld%s%s%s", type, static_cast<long long>(b), static_cast<long long>(h),
+                static_cast<long long>(tq), static_cast<long long>(tk), static_cast<long long>(d), causal ? " causal" : "",
+                padding ? " padded" : "", permuted ? " permuted" : "");
+  expect_close(std::string("attention ") + where, od, oh, tol);
+  const auto up = random<T>(oh.shape(), gen);
+  sum(oh * up).backward();
+  sum(od * up.template to<cuda>()).backward();
+  expect_close(std::string("attention dq ") + where, q.d.grad(), q.h.grad(), tol);
+  expect_close(std::string("attention dk ") + where, k.d.grad(), k.h.grad(), tol);
+  expect_close(std::string("attention dv ") + where, v.d.grad(), v.h.grad(), tol);
+}
+
+}  // namespace
+
+int main() {
+  return check::run("test_attention (cuda)", [] {
+    Generator gen(20240705);
+    for (const Index d : {32, 64, 128}) check_case<float>(gen, "float", 2, 3, 70, 70, d, false, false, false, 1e-5);
+    check_case<float>(gen, "float", 2, 2, 129, 129, 64, true, false, false, 1e-5);
+    check_case<float>(gen, "float", 2, 2, 33, 100, 64, true, true, false, 1e-5);
+    check_case<float>(gen, "float", 3, 2, 40, 40, 32, false, true, true, 1e-5);
+    check_case<float>(gen, "float", 1, 2, 60, 20, 32, true, false, false, 1e-5);  // Tq > Tk: the first rows see no key
+    check_case<double>(gen, "double", 1, 2, 50, 50, 64, true, true, false, 1e-10);
+    check_case<bfloat16>(gen, "bf16", 2, 2, 64, 64, 64, true, false, false, 1e-2);
+  });
+}
