@@ -116,7 +116,7 @@ int measure_one(const std::string& name, bool train, int threads, int steps, int
 }
 
 struct Result {
-  double tokens_per_s = 0, step_ms = 0, peak_rss_mib = 0;
+  double tokens_per_s = 0, step_ms = 0, cpu_ms = 0, peak_rss_mib = 0;
   long long params = 0;
   bool ok = false;
 };
@@ -153,6 +153,7 @@ Result run_child(const std::vector<std::string>& argv) {
     const double value = std::atof(word.c_str() + eq + 1);
     if (key == "tokens_per_s") r.tokens_per_s = value, r.ok = true;
     if (key == "step_ms") r.step_ms = value;
+    if (key == "cpu_ms") r.cpu_ms = value;
     if (key == "peak_rss_mib") r.peak_rss_mib = value;
     if (key == "params") r.params = static_cast<long long>(value);
   }
@@ -211,15 +212,16 @@ int main(int argc, char** argv) {
   const std::string self = self_path(argv[0]);
   std::printf("GPT-style decoder, median of %s steps after %s warm-up; tokens/s, peak RSS in MiB\n", steps.c_str(),
               warmup.c_str());
-  std::printf("%-6s %-6s %4s | %10s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "RSS", "LibTorch", "RSS",
-              "speedup", "RSS x");
+  std::printf("%-6s %-6s %4s | %10s %8s %8s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "step ms", "cpu ms",
+              "RSS", "LibTorch", "RSS", "speedup", "RSS x");
   for (const auto& cfg : configs)
     for (const auto& mode : modes)
       for (const auto& t : threads) {
         const Result ours = run_child({self, "--one", cfg, mode, t, steps, warmup});
         Result theirs;
         if (!peer.empty()) theirs = run_child({peer, cfg, mode, t, steps, warmup});
-        std::printf("%-6s %-6s %4s | %10.0f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.peak_rss_mib);
+        std::printf("%-6s %-6s %4s | %10.0f %8.1f %8.1f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.step_ms,
+                    ours.cpu_ms, ours.peak_rss_mib);
         if (theirs.ok)
           std::printf("%10.0f %8.0f | %7.2fx %7.2fx\n", theirs.tokens_per_s, theirs.peak_rss_mib,
                       ours.tokens_per_s / theirs.tokens_per_s, ours.peak_rss_mib / theirs.peak_rss_mib);

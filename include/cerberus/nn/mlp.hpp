@@ -41,8 +41,15 @@ class MLP : public Module<MLP<T, D>, T, D> {
   MlpKind kind() const { return kind_; }
 
   Tensor<T, D> forward(const Tensor<T, D>& x) const {
-    const Tensor<T, D> up = up_proj(x);
+    Tensor<T, D> up = up_proj(x);
     Tensor<T, D> hidden;
+    if (kind_ != MlpKind::swiglu && !autograd::any_requires_grad(up)) {
+      // Nothing to record (inference): the activation overwrites the projection in place, so
+      // the [N, F] temporary is not allocated twice (peak memory of a forward pass).
+      if (approximation_ == GeluApproximation::tanh) up.assign(gelu_tanh(up));
+      else up.assign(gelu_erf(up));
+      return down_proj(up);
+    }
     if (kind_ == MlpKind::swiglu) hidden = silu((*gate_proj)(x)) * up;
     else if (approximation_ == GeluApproximation::tanh) hidden = gelu_tanh(up);
     else hidden = gelu_erf(up);
