@@ -1,0 +1,75 @@
+// mtl::Batch: one batch of examples of several tasks, and the routing of its rows to tasks.
+//
+// Legend: B = examples, T = time, K = regression outputs.
+//   ids           int64 [B, T]   token ids
+//   padding       uint8 [B, T]   nonzero = padded (ops/attention.hpp's convention), or undefined
+//   task_id       int64 [B]      the task of each example: its index in the model's task list
+//                                (model.task_index<"name">())
+//   labels        int64 [B]      class per example (sequence classification); other tasks' rows: any
+//   token_labels  int64 [B, T]   target per token, -100 = no loss (token classification, LM head)
+//   values        T [B] / [B, K] regression targets
+// A field a task does not use may be undefined, or hold anything in that task's rows.
+//
+// route(task_id, n_tasks) gives the rows of each task as int64 [B_k] index tensors, nullopt for
+// a task with no example in the batch; select(rows) takes those rows of every defined field.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cerberus/core/error.hpp"
+#include "cerberus/ops/indexing.hpp"
+#include "cerberus/tensor/factories.hpp"
+#include "cerberus/tensor/tensor.hpp"
+
+namespace cerberus::mtl {
+
+template <Element T = float>
+struct Batch {
+  Tensor<std::int64_t> ids;
+  Tensor<std::uint8_t> padding;
+  Tensor<std::int64_t> task_id;
+  Tensor<std::int64_t> labels;
+  Tensor<std::int64_t> token_labels;
+  Tensor<T> values;
+
+  Index size() const { return ids.defined() ? ids.size(0) : 0; }
+
+  // The examples at `rows` (int64 [k]), every defined field (task_id included).
+  Batch select(const Tensor<std::int64_t>& rows) const {
+    Batch out;
+    auto take = [&](const auto& field, auto& dst) {
+      if (field.defined()) dst = index_select(field, 0, rows);
+    };
+    take(ids, out.ids);
+    take(padding, out.padding);
+    take(task_id, out.task_id);
+    take(labels, out.labels);
+    take(token_labels, out.token_labels);
+    take(values, out.values);
+    return out;
+  }
+};
+
+// Row indices of each task's examples, in batch order; nullopt where a task has none.
+inline std::vector<std::optional<Tensor<std::int64_t>>> route(const Tensor<std::int64_t>& task_id, Index batch, std::size_t n_tasks) {
+  if (!task_id.defined() || task_id.rank() != 1 || task_id.size(0) != batch)
+    throw ShapeError("[mtl::route] task_id must be int64 [B] with B = " + std::to_string(batch) + " examples, got " +
+                     (task_id.defined() ? task_id.shape().to_string() : std::string("an undefined tensor")));
+  const std::vector<std::int64_t> ids = task_id.contiguous().to_vector();
+  std::vector<std::vector<std::int64_t>> rows(n_tasks);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || static_cast<std::size_t>(ids[i]) >= n_tasks)
+      throw IndexError("[mtl::route] example " + std::to_string(i) + " has task_id " + std::to_string(ids[i]) + ", but the model has " +
+                       std::to_string(n_tasks) + " tasks (task_id [" + std::to_string(batch) + "])");
+    rows[static_cast<std::size_t>(ids[i])].push_back(static_cast<std::int64_t>(i));
+  }
+  std::vector<std::optional<Tensor<std::int64_t>>> out(n_tasks);
+  for (std::size_t k = 0; k < n_tasks; ++k)
+    if (!rows[k].empty()) out[k] = from_vector<std::int64_t>(rows[k]);
+  return out;
+}
+
+}  // namespace cerberus::mtl

@@ -1,0 +1,94 @@
+#if !defined(CERBERUS_DETAIL_INCLUDE_ALLOWED)
+#error "cerberus/mtl/detail/trunk.hpp is internal; include <cerberus/mtl/model.hpp> instead"
+#endif
+// Helpers the sharing strategies use on a trunk: what a trunk is (concepts), running a stack's
+// embedding and a range of its blocks, and deep copies of modules (fresh storage, same values).
+//
+// Legend: B = batch, T = time, C = d_model.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "cerberus/mtl/heads.hpp"
+#include "cerberus/nn/config.hpp"
+#include "cerberus/nn/embedding.hpp"
+
+namespace cerberus::mtl {
+
+// A trunk: a module mapping ids [B, T] and key padding [B, T] to hidden states [B, T, C] after
+// its final norm, with a TransformerConfig (nn::Encoder, nn::Decoder, or a type of your own).
+template <class S>
+concept Trunk = requires(S& s, const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding) {
+  typename S::element_type;
+  { s.forward(ids, padding) } -> std::same_as<Tensor<typename S::element_type>>;
+  { s.config() } -> std::convertible_to<const nn::TransformerConfig&>;
+  s.named_parameters();
+};
+
+// A trunk made of a run-time stack of blocks with the layout of nn::Encoder / nn::Decoder, which
+// strategies that split or copy blocks (Hierarchical) need.
+template <class S>
+concept BlockTrunk = Trunk<S> && requires(S& s, const Tensor<std::int64_t>& ids) {
+  s.layers.size();
+  s.layers[0];
+  s.final_norm;
+  s.embed_positions.rotary();
+  s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), 0));
+};
+
+// The width a trunk promises at compile time (`static constexpr Index hidden_width`), 0 if none.
+template <class S>
+constexpr Index trunk_hidden_width() {
+  if constexpr (requires { S::hidden_width; }) return static_cast<Index>(S::hidden_width);
+  else return 0;
+}
+
+namespace detail {
+
+// The token embedding of a trunk (for tied LM heads), or null.
+template <class S>
+std::shared_ptr<nn::Embedding<typename S::element_type>> trunk_embedding(S& s) {
+  if constexpr (requires { s.embed_tokens; }) return s.embed_tokens;
+  else return nullptr;
+}
+
+template <class S>
+HeadContext<typename S::element_type> trunk_context(S& s) {
+  return {s.config().d_model, s.config().vocab_size, trunk_embedding(s)};
+}
+
+// Embedding lookup + positions + embedding dropout, as the stack's own forward does.
+template <BlockTrunk S>
+Tensor<typename S::element_type> embed(S& s, const Tensor<std::int64_t>& ids) {
+  return s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), 0));
+}
+
+// Blocks [begin, end) of `layers` on x [B, T, C].
+template <class Layers, class Positions, class T>
+Tensor<T> run_blocks(Layers& layers, std::size_t begin, std::size_t end, Tensor<T> x, const Tensor<std::uint8_t>& padding,
+                     const Positions& positions) {
+  for (std::size_t i = begin; i < end; ++i) x = layers[i].forward(x, padding, positions.rotary());
+  return x;
+}
+
+// A copy of module m whose parameters have storage of their own (the same values, trainable as
+// before). A trunk's token embedding (held by shared_ptr) is copied too when the trunk owns it.
+template <class M>
+M deep_copy(const M& m) {
+  M out = m;
+  if constexpr (requires { out.embed_tokens; })
+    if (out.embed_tokens) out.embed_tokens = std::make_shared<typename decltype(out.embed_tokens)::element_type>(*m.embed_tokens);
+  out.visit_parameters("", [](const std::string&, auto& p) {
+    const bool trainable = p.requires_grad();
+    p = p.detach().clone();
+    p.set_requires_grad(trainable);
+  });
+  return out;
+}
+
+}  // namespace detail
+}  // namespace cerberus::mtl

@@ -1,0 +1,220 @@
+// mtl::Model: a multi-task model composed at compile time from a trunk, a sharing strategy, a
+// loss weighting and a flat list of tasks.
+//
+//   using M = mtl::Model<nn::Encoder<>, mtl::Hard, mtl::Equal,
+//                        mtl::Task<"sentiment", mtl::SequenceClassifier<2, mtl::Pooling::mean>>,
+//                        mtl::Task<"tags", mtl::TokenClassifier<5>>>;
+//   M model(nn::Encoder<>(config, gen), gen);
+//   model.head<"sentiment">()            the head, found by name at compile time
+//   model.losses(batch)                  TaskLosses: one mean loss per task present in the batch
+//   model.step(batch, optimizer)         zero_grad, losses, weighting.backward (+ the sharing
+//                                        penalty), optimizer.step(); returns the WeightingReport
+//
+// Legend: B = examples, T = time, C = d_model. The trunk maps ids [B, T] + key padding [B, T]
+// to hidden states [B, T, C]; the sharing strategy decides which trunk parameters each task
+// sees; each head sees only its own task's rows. A task absent from a batch has no loss
+// (nullopt), no head call and no gradient.
+//
+// Compile errors, each one sentence (tests/mtl/fail/): two tasks with one name, a name that is no
+// task, a head whose element type or input width does not fit the trunk, weights whose count
+// is not the task count, groups that do not partition the tasks.
+//
+// Tasks are a flat pack kept in a std::tuple of heads; every per-task operation is one fold
+// over an index sequence, so a model with N tasks instantiates O(N) small templates.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#define CERBERUS_DETAIL_INCLUDE_ALLOWED
+#include "cerberus/mtl/detail/routing.hpp"
+#include "cerberus/mtl/detail/trunk.hpp"
+#undef CERBERUS_DETAIL_INCLUDE_ALLOWED
+#include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/mtl/batch.hpp"
+#include "cerberus/mtl/heads.hpp"
+#include "cerberus/mtl/task.hpp"
+#include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/nn/module.hpp"
+
+namespace cerberus::mtl {
+
+namespace detail {
+template <class Head, class Tr>
+constexpr bool width_fits() {
+  constexpr Index need = static_cast<Index>(Head::input_width), have = trunk_hidden_width<Tr>();
+  return need == 0 || have == 0 || need == have;
+}
+template <class W, std::size_t N>
+constexpr bool weight_count_fits() {
+  return weighting_task_count<W> == 0 || weighting_task_count<W> == N;
+}
+}  // namespace detail
+
+template <class Tr, class Sharing, class Weighting, class... Tasks>
+class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typename Tr::element_type, cpu> {
+ public:
+  using T = typename Tr::element_type;
+  using Names = TaskNames<Tasks...>;
+  static constexpr std::size_t task_count = sizeof...(Tasks);
+
+  static_assert(Trunk<Tr>, "the trunk must map ids [B, T] and padding [B, T] to hidden states [B, T, C] and have a config().");
+  static_assert(sizeof...(Tasks) >= 1, "a multi-task model needs at least one task.");
+  static_assert((is_task_v<Tasks> && ...), "every task must be written mtl::Task<\"name\", Head>.");
+  static_assert(names::distinct(Names::value), "two tasks of the model have the same name.");
+  static_assert((std::is_same_v<typename Tasks::head_type::element_type, T> && ...),
+                "a head's element type differs from the element type of the trunk's hidden states.");
+  static_assert((detail::width_fits<typename Tasks::head_type, Tr>() && ...),
+                "a head's input width does not match the width of the trunk's hidden states.");
+  static_assert((TaskHead<typename Tasks::head_type, T> && ...),
+                "a head must be built from a HeadContext and offer forward(hidden, padding) and loss(output, batch).");
+  static_assert(detail::weight_count_fits<Weighting, sizeof...(Tasks)>(), "the loss weighting has a different number of weights than the model has tasks.");
+  static_assert(Sharing::template groups_known<Names>, "a sharing group names a task that the model does not have.");
+  static_assert(Sharing::template groups_partition<Names>, "every task must belong to exactly one sharing group.");
+
+  using Strategy = typename Sharing::template impl<Tr, Names>;
+  using Heads = std::tuple<typename Tasks::head_type...>;
+
+  Model(Tr trunk, Generator& gen, Weighting weighting = Weighting{})
+      : strategy_(std::move(trunk), gen), heads_(make_heads(gen, std::index_sequence_for<Tasks...>{})), weighting_(std::move(weighting)) {
+    const Index width = strategy_.context(0).d_model;
+    if (trunk_hidden_width<Tr>() != 0 && trunk_hidden_width<Tr>() != width)
+      throw ValueError("[mtl::Model] the trunk promises hidden width " + std::to_string(trunk_hidden_width<Tr>()) + " but its d_model is " +
+                       std::to_string(width));
+  }
+
+  // Index of the task called Name in the task list (the batch's task_id of its examples).
+  template <FixedString Name>
+  static constexpr std::size_t task_index() {
+    constexpr std::size_t i = names::index_of(Names::value, Name.view());
+    static_assert(i != names::npos, "the model has no task with this name.");
+    return i;
+  }
+  static constexpr const auto& task_names() { return Names::value; }
+
+  template <FixedString Name>
+  auto& head() {
+    constexpr std::size_t i = task_index<Name>();
+    return std::get<(i < task_count ? i : 0)>(heads_);  // (no second error after task_index's)
+  }
+  template <FixedString Name>
+  const auto& head() const {
+    constexpr std::size_t i = task_index<Name>();
+    return std::get<(i < task_count ? i : 0)>(heads_);
+  }
+
+  Strategy& sharing() { return strategy_; }
+  Weighting& weighting() { return weighting_; }
+
+  // Each task's head output on its own examples (nullopt where absent), with the rows they came from.
+  struct Outputs {
+    std::vector<std::optional<Tensor<T>>> outputs;
+    detail::Rows rows;
+  };
+  Outputs forward(const Batch<T>& batch) {
+    Outputs out;
+    out.rows = route(batch.task_id, batch.size(), task_count);
+    const auto hidden = strategy_.hidden(batch, out.rows);
+    out.outputs.resize(task_count);
+    for_each_task([&](auto k) {
+      if (out.rows[k]) out.outputs[k] = std::get<k>(heads_).forward(*hidden[k], select_padding(batch, *out.rows[k]));
+    });
+    return out;
+  }
+
+  // One mean loss per task over its own examples; nullopt for a task with no example.
+  std::vector<std::optional<Tensor<T>>> task_losses(const Batch<T>& batch) {
+    const auto rows = route(batch.task_id, batch.size(), task_count);
+    const auto hidden = strategy_.hidden(batch, rows);
+    std::vector<std::optional<Tensor<T>>> out(task_count);
+    for_each_task([&](auto k) {
+      if (!rows[k]) return;
+      const Batch<T> mine = rows[k]->numel() == batch.size() ? batch : batch.select(*rows[k]);
+      auto& head = std::get<k>(heads_);
+      out[k] = head.loss(head.forward(*hidden[k], mine.padding), mine);
+    });
+    return out;
+  }
+
+  // The sharing strategy's penalty (Soft: the L2 coupling), or an undefined tensor.
+  Tensor<T> penalty() { return strategy_.penalty(); }
+
+  // sum_k w_k L_k over the present tasks (w = 1 when `weights` is empty) + the penalty: for
+  // gradient checks and for training without a weighting object.
+  Tensor<T> total_loss(const Batch<T>& batch, const std::vector<double>& weights = {}) {
+    const auto losses = task_losses(batch);
+    Tensor<T> total = penalty();
+    for (std::size_t k = 0; k < task_count; ++k) {
+      if (!losses[k]) continue;
+      const double w = weights.empty() ? 1.0 : weights.at(k);
+      const Tensor<T> term = *losses[k] * w;
+      total = total.defined() ? Tensor<T>(total + term) : term;
+    }
+    return total;
+  }
+
+  // The parameters every task shares (the weighting measures gradient conflict on them).
+  nn::ParameterList<T> shared_parameters() const { return strategy_.shared_parameters(); }
+  // Everything an optimizer should update: the model's parameters and the weighting's own.
+  nn::ParameterList<T> trainable_parameters() const {
+    nn::ParameterList<T> out = this->named_parameters();
+    if constexpr (std::is_same_v<T, float>)
+      for (auto p : weighting_parameters(weighting_)) out.push_back({"weighting." + p.name, p.tensor});
+    return out;
+  }
+
+  // The losses as the weighting takes them.
+  TaskLosses losses(const Batch<T>& batch)
+    requires std::is_same_v<T, float>
+  {
+    TaskLosses out;
+    for (auto name : Names::value) out.names.emplace_back(name);
+    out.losses = task_losses(batch);
+    return out;
+  }
+
+  // One training step: zero grads, losses, weighting backward (+ penalty backward), update.
+  template <class Optimizer>
+    requires std::is_same_v<T, float> && LossWeighting<Weighting>
+  WeightingReport step(const Batch<T>& batch, Optimizer& optimizer) {
+    optimizer.zero_grad();
+    WeightingReport report = weighting_.backward(losses(batch), shared_parameters());
+    if (const Tensor<T> p = penalty(); p.defined()) {
+      p.backward();
+      report.total += static_cast<double>(p.item());
+    }
+    optimizer.step();
+    return report;
+  }
+
+  template <class F>
+  void visit_children(F&& f) {
+    strategy_.visit_children(f);
+    for_each_task([&](auto k) { f("heads." + std::string(Names::value[k]), std::get<k>(heads_)); });
+  }
+
+ private:
+  template <std::size_t... I>
+  Heads make_heads(Generator& gen, std::index_sequence<I...>) {
+    return Heads{typename Tasks::head_type(strategy_.context(I), gen)...};
+  }
+  template <class F>
+  static void for_each_task(F&& f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f(std::integral_constant<std::size_t, I>{}), ...); }(std::index_sequence_for<Tasks...>{});
+  }
+  static Tensor<std::uint8_t> select_padding(const Batch<T>& batch, const Tensor<std::int64_t>& rows) {
+    if (!batch.padding.defined() || rows.numel() == batch.size()) return batch.padding;
+    return index_select(batch.padding, 0, rows);
+  }
+
+  Strategy strategy_;
+  Heads heads_;
+  Weighting weighting_;
+};
+
+}  // namespace cerberus::mtl

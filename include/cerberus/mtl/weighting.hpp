@@ -1,0 +1,19 @@
+// Every loss weighting and gradient-surgery method of cerberus::mtl (see docs/multitask.md):
+// Static, RuntimeStatic, Equal, Uncertainty, DWA, GradNorm, RLW, PCGrad, MGDA, CAGrad.
+#pragma once
+
+#include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/mtl/weighting/static.hpp"
+#include "cerberus/mtl/weighting/uncertainty.hpp"
+#include "cerberus/mtl/weighting/dwa.hpp"
+#include "cerberus/mtl/weighting/gradnorm.hpp"
+#include "cerberus/mtl/weighting/rlw.hpp"
+#include "cerberus/mtl/weighting/pcgrad.hpp"
+#include "cerberus/mtl/weighting/mgda.hpp"
+#include "cerberus/mtl/weighting/cagrad.hpp"
+
+namespace cerberus::mtl {
+static_assert(LossWeighting<Static<1.0>> && LossWeighting<RuntimeStatic> && LossWeighting<Equal> && LossWeighting<Uncertainty> &&
+              LossWeighting<DWA> && LossWeighting<GradNorm> && LossWeighting<RLW> && LossWeighting<PCGrad> && LossWeighting<MGDA> &&
+              LossWeighting<CAGrad>);
+}  // namespace cerberus::mtl

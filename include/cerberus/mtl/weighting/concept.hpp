@@ -1,0 +1,68 @@
+// The contract between a multi-task model and its loss weighting (namespace cerberus::mtl).
+//
+// A model computes one scalar loss per task (nullopt for a task with no example in the batch) and
+// hands them, with the parameters every task shares (the trunk), to its weighting's backward().
+// The weighting combines the losses, runs backward so that every parameter's .grad() holds the
+// combined gradient (added to what it already held, like Tensor::backward), and reports:
+//
+//   losses          per task, the loss value; NaN for an absent task
+//   weights         per task, the weight in force this step; 0 for an absent task. For gradient
+//                   surgery: the coefficients c_i with shared gradient = sum_i c_i g_i
+//   gradient_cosine N x N cosines of the task gradients g_i on the shared parameters; NaN in the
+//                   rows and columns of absent tasks, 0 where a gradient is zero. Empty when the
+//                   weighting was not asked to measure conflict (plain weightings, see
+//                   `measure_conflict` in their options); always filled by surgery weightings
+//   total           the combined loss value (surgery: the plain sum of the present losses)
+//
+// An absent task contributes nothing: no backward, no gradient, no change to any statistic.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cerberus/nn/parameter.hpp"
+#include "cerberus/tensor/tensor.hpp"
+
+namespace cerberus::mtl {
+
+// One scalar loss per task, in the model's task order; nullopt = the task is absent from this batch.
+struct TaskLosses {
+  std::vector<std::string> names;
+  std::vector<std::optional<Tensor<float>>> losses;
+};
+
+struct WeightingReport {
+  std::vector<double> losses, weights;
+  std::vector<std::vector<double>> gradient_cosine;
+  double total = 0;
+};
+
+template <class W>
+concept LossWeighting = requires(W w, const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  { w.backward(l, shared) } -> std::same_as<WeightingReport>;
+};
+
+// The number of tasks a weighting type is built for at compile time, for the composition's check
+// "weights match the task count": sizeof...(W) for Static<W...>, 0 (= any count, checked at run
+// time) for every other weighting. Specialise it for a new fixed-size weighting.
+template <class W>
+inline constexpr std::size_t weighting_task_count = 0;
+
+// A weighting with learned parameters (Uncertainty's log-variances, GradNorm's weights) offers
+// them as `parameters()` so that the model's optimizer updates them.
+template <class W>
+concept HasWeightingParameters = requires(const W& w) {
+  { w.parameters() } -> std::convertible_to<nn::ParameterList<float>>;
+};
+
+// The weighting's learned parameters, or an empty list when it has none.
+template <class W>
+nn::ParameterList<float> weighting_parameters(const W& w) {
+  if constexpr (HasWeightingParameters<W>) return w.parameters();
+  else return {};
+}
+
+}  // namespace cerberus::mtl

@@ -1,0 +1,156 @@
+// GradNorm (Chen, Badrinarayanan, Lee and Rabinovich, "GradNorm: Gradient Normalization for
+// Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018).
+//
+// Learned weights w_i scale the losses, L = sum_i w_i L_i. On one shared parameter tensor W (by
+// name, `layer`; default: the last entry of `shared`) the weighted task gradients have norms
+// G_i = ||grad_W w_i L_i||. GradNorm pulls them towards a common norm scaled by each task's
+// relative inverse training rate:
+//
+//   Lt_i = L_i / L_i(0)    r_i = Lt_i / mean_j Lt_j    target_i = mean_j G_j * r_i^alpha   (constant)
+//   L_grad = sum_i |G_i - target_i|                    dL_grad/dw_i = sign(G_i - target_i) ||grad_W L_i||
+//
+// L_i(0) is task i's loss at the first step it was present. The weights are one parameter tensor
+// [N] named "gradnorm.weights" (start: 1), offered by parameters(): give them to the optimizer,
+// whose step applies dL_grad/dw (backward() adds it to their .grad(); the task losses do not
+// reach w). At the start of each backward the weights are clamped to >= min_weight and
+// renormalised to sum to N (the paper renormalises after each update; same weights in force).
+// Sums and means run over the tasks present in the batch; an absent task's weight gets no
+// gradient. Cost: one backward per present task (the norms need each task's own gradient on W).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/core/error.hpp"
+#include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/mtl/weighting/task_gradients.hpp"
+#include "cerberus/nn/parameter.hpp"
+#include "cerberus/ops/reduce.hpp"
+#include "cerberus/tensor/factories.hpp"
+
+namespace cerberus::mtl {
+
+struct GradNormOptions {
+  double alpha = 1.5;        // strength of the pull towards equal training rates (paper: 0.12 to 3)
+  std::string layer = {};    // the shared parameter whose gradient norms are balanced; "" = the last one
+  double min_weight = 1e-4;  // weights are clamped to at least this before renormalising
+  bool measure_conflict = false;
+};
+
+class GradNorm {
+ public:
+  explicit GradNorm(std::size_t task_count, GradNormOptions options = {}) : options_(std::move(options)) {
+    if (task_count == 0) throw ValueError("[GradNorm] needs at least one task");
+    if (!(options_.alpha >= 0) || !std::isfinite(options_.alpha)) throw ValueError("[GradNorm] alpha must be finite and >= 0");
+    if (!(options_.min_weight > 0)) throw ValueError("[GradNorm] min_weight must be > 0");
+    weights_ = ones<float>(Shape{static_cast<Index>(task_count)});
+    weights_.set_requires_grad(true);
+    initial_loss_.assign(task_count, std::numeric_limits<double>::quiet_NaN());
+  }
+
+  const Tensor<float>& weights() const { return weights_; }
+  nn::ParameterList<float> parameters() const { return {{"gradnorm.weights", weights_}}; }
+  // Of the last backward, per task (NaN for absent tasks): G_i = ||grad_W w_i L_i|| and the target.
+  const std::vector<double>& grad_norms() const { return grad_norms_; }
+  const std::vector<double>& target_norms() const { return targets_; }
+  double gradnorm_loss() const { return gradnorm_loss_; }
+
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+    const auto n = static_cast<std::size_t>(weights_.numel());
+    const std::vector<std::size_t> present = present_tasks(l, "GradNorm", n);
+    const Tensor<float> layer = find_layer(shared);
+    const std::vector<double> w = renormalise();
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    grad_norms_.assign(n, nan);
+    targets_.assign(n, nan);
+    gradnorm_loss_ = 0;
+
+    WeightingReport r = empty_report(n, options_.measure_conflict);
+    if (present.empty()) return r;
+    std::vector<Tensor<float>> terms;
+    for (std::size_t i : present) {
+      terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
+      r.losses[i] = static_cast<double>(l.losses[i]->item());
+      r.weights[i] = w[i];
+      r.total += w[i] * r.losses[i];
+      if (std::isnan(initial_loss_[i])) initial_loss_[i] = r.losses[i];
+    }
+
+    // Each task's own gradient on W (and on every shared parameter when measuring conflict).
+    gradients_.bind(options_.measure_conflict ? shared : nn::ParameterList<float>{{"layer", layer}});
+    per_task_backward(terms, gradients_);
+    const auto [offset, count] = gradients_.range_of(layer);
+    std::vector<double> G(present.size(), 0.0), lt(present.size(), 1.0);
+    double mean_g = 0, mean_lt = 0;
+    for (std::size_t k = 0; k < present.size(); ++k) {
+      double s = 0;
+      for (std::size_t e = offset; e < offset + count; ++e) s += gradients_.task(k)[e] * gradients_.task(k)[e];
+      G[k] = std::sqrt(s);
+      const double l0 = initial_loss_[present[k]];
+      lt[k] = (l0 != 0 && std::isfinite(l0)) ? r.losses[present[k]] / l0 : 1.0;
+      mean_g += G[k] / static_cast<double>(present.size());
+      mean_lt += lt[k] / static_cast<double>(present.size());
+    }
+    std::vector<float> unit_norm(n, 0.0f), target(n, 0.0f);  // ||grad_W L_i|| and target_i
+    for (std::size_t k = 0; k < present.size(); ++k) {
+      const std::size_t i = present[k];
+      const double ratio = mean_lt > 0 ? lt[k] / mean_lt : 1.0;
+      grad_norms_[i] = G[k];
+      targets_[i] = mean_g * std::pow(ratio, options_.alpha);
+      unit_norm[i] = static_cast<float>(G[k] / w[i]);
+      target[i] = static_cast<float>(targets_[i]);
+      gradnorm_loss_ += std::abs(G[k] - targets_[i]);
+    }
+    if (options_.measure_conflict) r.gradient_cosine = cosine_matrix(n, present, gradients_.gram(present.size()));
+    gradients_.restore(std::vector<double>(present.size(), 1.0));
+
+    // dL_grad/dw through the tape, so the weights' .grad() accumulates like any parameter's.
+    const Tensor<float> lgrad = sum(abs(weights_ * from_vector<float>(unit_norm) - from_vector<float>(target)));
+    lgrad.backward();
+    return r;
+  }
+
+ private:
+  Tensor<float> find_layer(const nn::ParameterList<float>& shared) const {
+    if (shared.empty()) throw ValueError("[GradNorm] needs at least one shared parameter to measure gradient norms on");
+    if (options_.layer.empty()) return shared.back().tensor;
+    std::string names;
+    for (const auto& p : shared) {
+      if (p.name == options_.layer) return p.tensor;
+      names += (names.empty() ? "" : ", ") + p.name;
+    }
+    throw ValueError("[GradNorm] layer '" + options_.layer + "' is not among the shared parameters (" + names + ")");
+  }
+  // Clamps the weights to >= min_weight and rescales them to sum to N; returns them.
+  std::vector<double> renormalise() {
+    std::vector<float> v = weights_.to_vector();
+    double total = 0;
+    for (float& x : v) {
+      if (!std::isfinite(x)) throw ValueError("[GradNorm] a task weight is not finite; lower the learning rate of gradnorm.weights");
+      x = std::max(x, static_cast<float>(options_.min_weight));
+      total += x;
+    }
+    std::vector<double> w(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      w[i] = static_cast<double>(v[i]) * static_cast<double>(v.size()) / total;
+      v[i] = static_cast<float>(w[i]);
+    }
+    NoGradGuard no_grad;
+    weights_.assign(from_vector<float>(v));
+    return w;
+  }
+
+  GradNormOptions options_;
+  Tensor<float> weights_;
+  std::vector<double> initial_loss_, grad_norms_, targets_;
+  double gradnorm_loss_ = 0;
+  SharedGradients gradients_;
+};
+
+}  // namespace cerberus::mtl
