@@ -10,10 +10,14 @@
 // LM head. Generation runs in eval mode (restored afterwards) and records nothing (NoGradGuard).
 //
 // Choosing a token from a row of logits: temperature == 0 takes the argmax (greedy, first index
-// on ties); otherwise softmax(logits / temperature) restricted to the top_k largest logits
-// (top_k == 0: all; ties at the k-th value are kept) is sampled with a Generator seeded by
-// options.seed, so a (model, prompt, options) triple always gives the same tokens. A row that has
-// produced eos_id keeps producing eos_id; the loop stops early when every row has.
+// on ties); otherwise, in the usual order (Hugging Face's warpers), the logits are divided by the
+// temperature, restricted to the top_k largest (top_k == 0: all; ties at the k-th value are
+// kept), then to the nucleus: the fewest most probable tokens whose probability (renormalised
+// after top-k) reaches top_p (top_p == 1: all; the most probable token always stays; ties broken
+// by lower id), and the result is sampled with a Generator seeded by options.seed, so a (model,
+// prompt, options) triple always gives the same tokens. Until min_new_tokens tokens have been
+// generated eos_id is never chosen (its logit counts as -inf). A row that has produced eos_id
+// keeps producing eos_id; the loop stops early when every row has. Beam search: beam_search.hpp.
 #pragma once
 
 #include <algorithm>
@@ -33,24 +37,45 @@ namespace cerberus::nn {
 
 struct SamplingOptions {
   Index max_new_tokens = 32;
+  Index min_new_tokens = 0;  // eos_id is suppressed before this many new tokens
   double temperature = 0.0;  // 0 = greedy
   Index top_k = 0;           // 0 = every token
+  double top_p = 1.0;        // nucleus sampling; 1 = every token
   std::uint64_t seed = 0;
   std::int64_t eos_id = -1;  // -1 = no end-of-sequence token
 };
 
+namespace detail {
+// Zeroes the weights w (summing to total) outside the nucleus: the most probable tokens, by
+// descending weight then ascending id, until their share reaches top_p. Returns the new total.
+inline double keep_nucleus(std::vector<double>& w, double total, double top_p, std::vector<Index>& order) {
+  order.resize(w.size());
+  for (std::size_t j = 0; j < w.size(); ++j) order[j] = static_cast<Index>(j);
+  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return w[static_cast<std::size_t>(a)] > w[static_cast<std::size_t>(b)]; });
+  double kept = 0;
+  std::size_t j = 0;
+  for (; j < order.size() && (j == 0 || kept < top_p * total); ++j) kept += w[static_cast<std::size_t>(order[j])];
+  for (; j < order.size(); ++j) w[static_cast<std::size_t>(order[j])] = 0.0;
+  return kept;
+}
+}  // namespace detail
+
 // One token per row of logits [B, V]; see the top of this file.
+// suppress_eos: options.eos_id may not be chosen (min_new_tokens not reached yet).
 template <FloatElement T>
-std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingOptions& options, Generator& gen) {
+std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingOptions& options, Generator& gen, bool suppress_eos = false) {
   if (logits.rank() != 2) throw ShapeError("[generate] next-token logits must be [B, V], got " + logits.shape().to_string());
   if (!(options.temperature >= 0.0)) throw ValueError("[generate] temperature must be >= 0, got " + std::to_string(options.temperature));
+  if (!(options.top_p > 0.0 && options.top_p <= 1.0)) throw ValueError("[generate] top_p must be in (0, 1], got " + std::to_string(options.top_p));
   const Index b = logits.size(0), v = logits.size(1);
   const Tensor<T> rows = logits.contiguous();
   std::vector<std::int64_t> out(static_cast<std::size_t>(b));
   std::vector<double> p(static_cast<std::size_t>(v)), sorted;
+  std::vector<Index> order;
   for (Index r = 0; r < b; ++r) {
     const T* row = rows.data() + r * v;
     for (Index j = 0; j < v; ++j) p[static_cast<std::size_t>(j)] = static_cast<double>(static_cast<compute_t<T>>(row[j]));
+    if (suppress_eos && options.eos_id >= 0 && options.eos_id < v) p[static_cast<std::size_t>(options.eos_id)] = -std::numeric_limits<double>::infinity();
     if (options.temperature == 0.0) {
       out[static_cast<std::size_t>(r)] = std::max_element(p.begin(), p.end()) - p.begin();
       continue;
@@ -64,6 +89,7 @@ std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingO
     const double max = *std::max_element(p.begin(), p.end());
     double total = 0;
     for (double& x : p) total += x = x >= threshold ? std::exp((x - max) / options.temperature) : 0.0;
+    if (options.top_p < 1.0) total = detail::keep_nucleus(p, total, options.top_p, order);
     double u = gen.uniform() * total;
     Index pick = v - 1;
     for (Index j = 0; j < v; ++j) {
@@ -85,6 +111,7 @@ Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prom
   if (prompt.rank() != 2 || prompt.size(1) < 1)
     throw ShapeError("[generate] the prompt must be [B, T0] with T0 >= 1, got " + prompt.shape().to_string());
   if (options.max_new_tokens < 0) throw ValueError("[generate] max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
+  if (options.min_new_tokens < 0) throw ValueError("[generate] min_new_tokens must be >= 0, got " + std::to_string(options.min_new_tokens));
   NoGradGuard generation_is_not_recorded;
   Generator gen(options.seed);
   const Index b = prompt.size(0), t0 = prompt.size(1);
@@ -93,7 +120,7 @@ Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prom
   std::vector<bool> finished(static_cast<std::size_t>(b), false);
   Tensor<std::int64_t> next = prompt;
   for (Index n = 0; n < options.max_new_tokens; ++n) {
-    const auto tokens = choose_tokens(step(next), options, gen);
+    const auto tokens = choose_tokens(step(next), options, gen, n < options.min_new_tokens);
     std::vector<std::int64_t> column(static_cast<std::size_t>(b));
     bool all_done = true;
     for (Index r = 0; r < b; ++r) {

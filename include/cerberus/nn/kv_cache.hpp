@@ -13,6 +13,7 @@
 // are written into their slots (one strided copy of the new tokens only); buffers are reused
 // across steps and after reset(). A step that would pass the capacity throws ValueError before
 // anything is written.
+// reorder(rows) makes row r a copy of old row rows[r] (beam search keeps the selected beams).
 #pragma once
 
 #include <cstdint>
@@ -88,6 +89,33 @@ class KVCache {
   // Marks t_new more tokens as cached (after every layer has written them).
   void advance(Index t_new) { length_ += t_new; }
 
+  // Beam search: row r of the cache becomes old row rows[r] (rows.size() == batch(); a row may be
+  // taken several times, others dropped). Only the valid prefix of self-attention keys and values
+  // is copied (plus cross-attention keys/values and the padding mask), into fresh buffers, since
+  // rows read and written in place would overwrite each other. Row-by-row strided copies keep
+  // this device-generic and valid for any element type; an identity permutation costs nothing.
+  void reorder(const std::vector<Index>& rows) {
+    if (static_cast<Index>(rows.size()) != batch_)
+      throw ShapeError("[KVCache::reorder] " + std::to_string(rows.size()) + " rows given for a cache of batch " + std::to_string(batch_));
+    bool identity = true;
+    for (Index r = 0; r < batch_; ++r) {
+      const Index src = rows[static_cast<std::size_t>(r)];
+      if (src < 0 || src >= batch_)
+        throw IndexError("[KVCache::reorder] row " + std::to_string(src) + " is outside [0, " + std::to_string(batch_) + ")");
+      identity = identity && src == r;
+    }
+    if (identity) return;
+    for (auto& l : layers_) {
+      l.k = gather_rows(l.k, rows, 2, length_);
+      l.v = gather_rows(l.v, rows, 2, length_);
+      if (l.cross_k.defined()) {
+        l.cross_k = gather_rows(l.cross_k, rows, 2, l.cross_k.size(2));
+        l.cross_v = gather_rows(l.cross_v, rows, 2, l.cross_v.size(2));
+      }
+    }
+    if (padding_.defined()) padding_ = gather_rows(padding_, rows, 1, length_);
+  }
+
   // Empties the cache for a new sequence; buffers are kept for reuse.
   void reset() {
     length_ = 0;
@@ -96,6 +124,19 @@ class KVCache {
   }
 
  private:
+  // A new contiguous buffer of x's shape whose row r holds x's row rows[r], positions [0, valid)
+  // along `axis` (the rest is left unwritten: it is never read before being written).
+  template <Element U>
+  static Tensor<U, D> gather_rows(const Tensor<U, D>& x, const std::vector<Index>& rows, int axis, Index valid) {
+    Tensor<U, D> out = Tensor<U, D>::empty(x.shape());
+    if (valid == 0) return out;
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      const auto dst = out.slice(0, static_cast<Index>(r), static_cast<Index>(r) + 1).slice(axis, 0, valid);
+      copy_into(dst, x.slice(0, rows[r], rows[r] + 1).slice(axis, 0, valid));
+    }
+    return out;
+  }
+
   Index batch_ = 0, capacity_ = 0, length_ = 0;
   std::vector<Layer> layers_;
   Tensor<std::uint8_t, D> padding_;  // [B, P], allocated at the first padded step
