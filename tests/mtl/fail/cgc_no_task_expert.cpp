@@ -1,0 +1,9 @@
+// Compile-fail: CGC without task-specific experts (CGC<2, 0>; that model is MMoE<2>).
+#include "cerberus/mtl.hpp"
+#include "cerberus/mtl/weighting/static.hpp"
+#include "cerberus/nn/stacks.hpp"
+
+using namespace cerberus;
+
+using M = mtl::Model<nn::Encoder<>, mtl::CGC<2, 0>, mtl::Equal, mtl::Task<"a", mtl::SequenceClassifier<2>>, mtl::Task<"b", mtl::LMHead<>>>;
+int main() { return sizeof(M) > 0 ? 0 : 1; }
