@@ -12,6 +12,7 @@ packages=(
   catch2                                 # tests: Catch2 2.13
   libsentencepiece-dev sentencepiece     # tokenizer component
   libopenblas-dev                        # GEMM peer in benchmarks
+  doxygen                                # API reference, built and checked for warnings by the tests
 )
 for arg in "$@"; do
   case "$arg" in

@@ -1,11 +1,13 @@
 // GPU timings for issue 8: our matmul against raw cuBLAS at 4096^3 (fp32, TF32, bf16), and our
-// attention kernel against a naive materialising reference built from our own ops
-// (matmul -> softmax -> matmul). CUDA events, 3 warm-ups, median of 10. Prints one
+// tiled flash-attention kernels (forward, forward + backward; head sizes 64 and 128, causal and
+// not) against a naive materialising reference built from our own ops (matmul -> softmax ->
+// matmul, autograd for its backward). CUDA events, 3 warm-ups, median of 10. Prints one
 // "RESULT <name> <TFLOP/s>" line per measurement (benchmarks/gpu/run.sh reads them).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <vector>
@@ -97,36 +99,51 @@ int main() {
     for (std::size_t i = 0; i < ours.size(); i += 997) worst = std::max(worst, static_cast<double>(std::fabs(ours[i] - raw[i])));
     std::printf("check: bf16 ours vs raw cuBLAS, max abs difference on a sample %.3g\n", worst);
   }
-  {
-    const Index B = 4, H = 16, T = 1024, D = 64;
-    const double flops = 4.0 * B * H * T * T * D;  // q k^T and p v
-    const auto q = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>(), k = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>(),
-               v = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>();
+  // Attention at B4 H16 T1024, head sizes 64 and 128, causal and not: forward, and forward +
+  // backward (FLOPs counted as FlashAttention does: forward 4 B H T^2 D, backward 2.5x the
+  // forward, causal half of each); the naive reference materialises the [T, T] scores.
+  for (const Index D : {Index{64}, Index{128}}) {
+    const Index B = 4, H = 16, T = 1024;
+    const double fwd = 4.0 * B * H * T * T * D, fwd_bwd = 3.5 * fwd;
+    char name[96];
+    auto label = [&](const char* who, const char* what, bool is_causal) {
+      std::snprintf(name, sizeof name, "%s attn %s%s D%lld B4 H16 T1024", who, what, is_causal ? " causal" : "", static_cast<long long>(D));
+      return name;
+    };
+    const auto q = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto k = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto v = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto up = uniform<float>({B, H, T, D}, -1, 1, gen).to<cuda>();
     Tensor<float, cuda> out, ref;
-    AttentionOptions causal;
-    causal.causal = true;
-    result("cerberus attention fwd fp32 B4 H16 T1024 D64", flops, time_ms([&] { out = scaled_dot_product_attention(q, k, v); }, 1, 5));
-    result("cerberus attention fwd causal (half the work)", flops / 2, time_ms([&] { out = scaled_dot_product_attention(q, k, v, causal); }, 1, 5));
-    const float scale = 1.0f / 8.0f;
-    result("naive attention fwd (matmul+softmax+matmul)", flops, time_ms([&] {
-             const Tensor<float, cuda> s = matmul(q, k.transpose(-1, -2)) * scale;
-             ref = matmul(softmax(s, -1), v);
-           }, 1, 5));
-    out = scaled_dot_product_attention(q, k, v);
-    const Tensor<float, cuda> s = matmul(q, k.transpose(-1, -2)) * scale;
-    ref = matmul(softmax(s, -1), v);
-    const auto o = out.to_vector(), r = ref.to_vector();
-    double worst = 0;
-    for (std::size_t i = 0; i < o.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(o[i] - r[i])));
-    std::printf("check: attention ours vs naive, max abs difference %.3g\n", worst);
-    const Index Bs = 1, Hs = 8;  // the backward is atomics-heavy: a smaller problem
-    const auto q2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
-    const auto k2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
-    const auto v2 = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
-    const auto up = uniform<float>({Bs, Hs, T, D}, -1, 1, gen).to<cuda>();
-    result("cerberus attention fwd+bwd B1 H8 T1024 D64", 2.5 * 4.0 * Bs * Hs * T * T * D, time_ms([&] {
-             auto a2 = q2, b2 = k2, c2 = v2;
-             scaled_dot_product_attention(a2, b2, c2).backward(up);
+    for (const bool is_causal : {false, true}) {
+      AttentionOptions options;
+      options.causal = is_causal;
+      const double part = is_causal ? 0.5 : 1.0;
+      {
+        NoGradGuard forward_only;
+        result(label("cerberus", "fwd", is_causal), part * fwd, time_ms([&] { out = scaled_dot_product_attention(q, k, v, options); }, 1, 5));
+      }
+      result(label("cerberus", "fwd+bwd", is_causal), part * fwd_bwd, time_ms([&] {
+               auto a = q, b = k, c = v;
+               a.clear_grad(), b.clear_grad(), c.clear_grad();
+               scaled_dot_product_attention(a, b, c, options).backward(up);
+             }, 1, 5));
+    }
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    auto naive = [&] { return matmul(softmax(matmul(q, k.transpose(-1, -2)) * scale, -1), v); };
+    {
+      NoGradGuard forward_only;
+      result(label("naive", "fwd", false), fwd, time_ms([&] { ref = naive(); }, 1, 5));
+      out = scaled_dot_product_attention(q, k, v);
+      ref = naive();
+      const auto o = out.to_vector(), r = ref.to_vector();
+      double worst = 0;
+      for (std::size_t i = 0; i < o.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(o[i] - r[i])));
+      std::printf("check: attention D%lld ours vs naive, max abs difference %.3g\n", static_cast<long long>(D), worst);
+    }
+    result(label("naive", "fwd+bwd", false), fwd_bwd, time_ms([&] {
+             q.clear_grad(), k.clear_grad(), v.clear_grad();
+             naive().backward(up);
            }, 1, 3));
   }
   return 0;

@@ -28,8 +28,83 @@ result("torch matmul tf32 4096^3", 2 * n**3, t(lambda: a @ b))
 torch.backends.cuda.matmul.allow_tf32 = False
 ab, bb = a.bfloat16(), b.bfloat16()
 result("torch matmul bf16 4096^3", 2 * n**3, t(lambda: ab @ bb))
-B, H, T, D = 4, 16, 1024, 64
-q, k, v = (torch.rand(B, H, T, D, device="cuda") * 2 - 1 for _ in range(3))
-fl = 4 * B * H * T * T * D
-result("torch sdpa fwd fp32 B4 H16 T1024 D64", fl, t(lambda: F.scaled_dot_product_attention(q, k, v), 1, 5))
-result("torch sdpa fwd causal (half the work)", fl / 2, t(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), 1, 5))
+# Attention as in bench_gemm_attention.cu: FLOPs forward 4 B H T^2 D, backward 2.5x, causal half.
+B, H, T = 4, 16, 1024
+for D in (64, 128):
+    q, k, v = ((torch.rand(B, H, T, D, device="cuda") * 2 - 1).requires_grad_() for _ in range(3))
+    up = torch.rand(B, H, T, D, device="cuda") * 2 - 1
+    fwd = 4 * B * H * T * T * D
+    for causal in (False, True):
+        part = 0.5 if causal else 1.0
+        tag = f"{' causal' if causal else ''} D{D} B4 H16 T1024"
+        with torch.no_grad():
+            result(f"torch attn fwd{tag}", part * fwd, t(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1, 5))
+        def step():
+            q.grad = k.grad = v.grad = None
+            F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(up)
+        result(f"torch attn fwd+bwd{tag}", part * 3.5 * fwd, t(step, 1, 5))
+    del q, k, v, up
+
+# GPT training step (bench_gpt.cu): the same model in PyTorch eager, fp32 (TF32 off, as ours),
+# 2 warm-up steps, median of 7, the loss read back each step. Printed as tokens/s.
+import math
+import time
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+        self.qkv, self.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+        self.fc, self.out = torch.nn.Linear(d, 4 * d), torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.h, d // self.h).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(a)
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPT(torch.nn.Module):
+    def __init__(self, vocab, d, layers, heads, seq):
+        super().__init__()
+        self.tok, self.pos = torch.nn.Embedding(vocab, d), torch.nn.Embedding(seq, d)
+        self.blocks = torch.nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln = torch.nn.LayerNorm(d)
+
+    def forward(self, ids, targets):
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for blk in self.blocks:
+            x = blk(x)
+        logits = self.ln(x) @ self.tok.weight.t()
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+for name, (vocab, d, layers, heads, seq, batch) in {"tiny": (8000, 256, 4, 4, 128, 16), "small": (16000, 512, 6, 8, 256, 8)}.items():
+    torch.manual_seed(0)
+    model = GPT(vocab, d, layers, heads, seq).cuda()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=3e-4)
+    i = torch.arange(batch * seq, dtype=torch.int64)
+    ids = ((i * 2654435761) % vocab).view(batch, seq).cuda()
+    targets = ((i * 40503 + 7) % vocab).view(batch, seq).cuda()
+    times = []
+    for step in range(9):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = model(ids, targets)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        if step >= 2:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    s = times[len(times) // 2]
+    print(f"RESULT torch gpt train {name:<26s} {batch * seq / s:10.0f} tokens/s  ({s * 1e3:.2f} ms/step, loss {value:.4f})", flush=True)
+    del model, opt

@@ -72,23 +72,30 @@ if [ -x "$BUILD/bench_gemm_attention" ]; then
   timeout "${BENCH_TIMEOUT:-90}" "$BUILD/bench_gemm_attention" >>"$OUT/bench.txt" 2>&1
   log "benchmark rc $?"
 fi
+if [ -x "$BUILD/bench_gpt" ]; then
+  log "GPT training-step benchmark"
+  timeout "${GPT_TIMEOUT:-60}" "$BUILD/bench_gpt" >>"$OUT/bench.txt" 2>&1
+  log "bench_gpt rc $?"
+fi
 if timeout 60 python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
   log "PyTorch peers"
-  timeout "${TORCH_TIMEOUT:-90}" python3 "$ROOT/benchmarks/gpu/bench_torch.py" >>"$OUT/bench.txt" 2>&1
+  timeout "${TORCH_TIMEOUT:-150}" python3 "$ROOT/benchmarks/gpu/bench_torch.py" >>"$OUT/bench.txt" 2>&1
   log "torch rc $?"
   python3 - "$OUT/bench.txt" <<'PY' | tee -a "$OUT/bench.txt"
 import re, sys
 r = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"RESULT (.*?)\s+([0-9.]+) TFLOP/s", line)
+    m = re.match(r"RESULT (.*?)\s+([0-9.]+) (?:TFLOP/s|tokens/s)", line)
     if m: r[m.group(1).strip()] = float(m.group(2))
-pairs = [("cerberus matmul fp32 4096^3", "torch matmul fp32 4096^3"), ("cerberus matmul tf32 4096^3", "torch matmul tf32 4096^3"),
-         ("cerberus matmul bf16 4096^3", "torch matmul bf16 4096^3"),
-         ("cerberus attention fwd fp32 B4 H16 T1024 D64", "torch sdpa fwd fp32 B4 H16 T1024 D64"),
-         ("cerberus attention fwd causal (half the work)", "torch sdpa fwd causal (half the work)")]
-print("ratio cerberus / torch (TFLOP/s):")
-for a, b in pairs:
-    if a in r and b in r and r[b] > 0: print(f"  {a:<46s} {r[a]:8.1f} vs {r[b]:8.1f}  = {r[a] / r[b]:.2f}x")
+print("ratio cerberus / torch (TFLOP/s, or tokens/s for the GPT steps; same name after the first word):")
+for a in r:
+    if not a.startswith("cerberus "): continue
+    b = "torch " + a[len("cerberus "):]
+    if b in r and r[b] > 0: print(f"  {a[len('cerberus '):]:<46s} {r[a]:10.1f} vs {r[b]:10.1f}  = {r[a] / r[b]:.2f}x")
+print("ratio cerberus flash attention / naive materialising reference (TFLOP/s):")
+for a in r:
+    b = "naive " + a[len("cerberus "):]
+    if a.startswith("cerberus ") and b in r and r[b] > 0: print(f"  {a[len('cerberus '):]:<46s} {r[a]:10.1f} vs {r[b]:10.1f}  = {r[a] / r[b]:.2f}x")
 PY
 else
   log "no usable torch: peers skipped"

@@ -39,6 +39,7 @@
 #include "cerberus/nn/blocks.hpp"
 #include "cerberus/nn/stacks.hpp"
 #include "cerberus/nn/models.hpp"
+#include "cerberus/nn/beam_search.hpp"
 #include "cerberus/nn/generate.hpp"
 #include "cerberus/io/json.hpp"
 #include "cerberus/io/safetensors.hpp"

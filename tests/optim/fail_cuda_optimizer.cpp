@@ -1,5 +1,6 @@
-// Must NOT compile: optimizers have no cuda kernels yet, and saying so is a compile-time error
-// with one plain sentence (tests/CMakeLists.txt checks the message). Not built as a program.
+// Must NOT compile: optimizers on cuda tensors need the CUDA kernels, which only
+// <cerberus/backend/cuda.cuh> (nvcc) brings in; without it the step is a compile-time error that
+// names that header (tests/CMakeLists.txt checks the message). Not built as a program.
 #include "cerberus/optim/sgd.hpp"
 
 int main() {

@@ -16,3 +16,4 @@
 #include "cerberus/backend/cuda/backend.cuh"
 #include "cerberus/backend/cuda/indexing.cuh"
 #include "cerberus/backend/cuda/op_kernels.cuh"
+#include "cerberus/backend/cuda/update.cuh"

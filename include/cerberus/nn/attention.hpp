@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cerberus/autograd/grad_mode.hpp"
@@ -76,7 +77,7 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     }
     AttentionOptions options;
     options.causal = causal;
-    options.key_padding = key_padding;
+    options.key_padding = host_mask(key_padding);
     return o_proj(attend(q, k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), options));
   }
 
@@ -97,7 +98,7 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     KVCache<T, D>::copy_into(cache.v.slice(2, past, past + t_new), v.permute({0, 2, 1, 3}));
     AttentionOptions options;
     options.causal = true;  // the T_new queries are the last T_new of the past + T_new keys
-    options.key_padding = key_padding;
+    options.key_padding = host_mask(key_padding);
     return o_proj(attend(q, cache.k.slice(2, 0, past + t_new), cache.v.slice(2, 0, past + t_new), options));
   }
 
@@ -111,7 +112,7 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     const Tensor<T, D> k = split_heads(k_proj(memory), kv_heads_).permute({0, 2, 1, 3});
     const Tensor<T, D> v = split_heads(v_proj(memory), kv_heads_).permute({0, 2, 1, 3});
     AttentionOptions options;
-    options.key_padding = memory_padding;
+    options.key_padding = host_mask(memory_padding);
     return o_proj(attend(q, k, v, options));
   }
 
@@ -127,7 +128,7 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
       cache.cross_v = split_heads(v_proj(memory), kv_heads_).permute({0, 2, 1, 3});
     }
     AttentionOptions options;
-    options.key_padding = memory_padding;
+    options.key_padding = host_mask(memory_padding);
     return o_proj(attend(split_heads(q_proj(x_new), heads_), cache.cross_k, cache.cross_v, options));
   }
 
@@ -140,6 +141,13 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
   }
 
  private:
+  // The attention op takes its padding mask on the host (it turns it into a bias once per call);
+  // other devices copy theirs back, [B, Tk] bytes.
+  static Tensor<std::uint8_t, cpu> host_mask(const Mask& mask) {
+    if constexpr (std::is_same_v<D, cpu>) return mask;
+    else return mask.defined() ? mask.template to<cpu>() : Tensor<std::uint8_t, cpu>{};
+  }
+
   // [B, T, heads * D] -> [B, T, heads, D] (a view).
   // x [B, T, C] -> [B, T, H*D + 2*Hkv*D]: q, k, v side by side from one product.
   Tensor<T, D> project_qkv(const Tensor<T, D>& x) const {

@@ -28,8 +28,9 @@
 
 namespace cerberus {
 
-template <FloatElement T>
-Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias = {}) {
+// Any device: the products go through matmul / matmul_into (OpKernels<D> off the host).
+template <FloatElement T, Device D>
+Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Tensor<T, D>& bias = {}) {
   if (!x.defined() || !weight.defined()) throw ValueError("[linear] x and weight must be defined tensors");
   auto shapes = [&] {
     return "x " + x.shape().to_string() + ", weight " + weight.shape().to_string() +
@@ -41,9 +42,9 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   if (bias.defined() && !(bias.shape() == Shape{out_features}))
     throw ShapeError("[linear] bias must be [O] = [" + std::to_string(out_features) + "]: " + shapes());
 
-  const Tensor<T> x2 = x.detach().reshape({-1, in});
-  const Tensor<T> w = weight.detach();
-  Tensor<T> y2 = Tensor<T>::empty(Shape{x2.size(0), out_features});
+  const Tensor<T, D> x2 = x.detach().reshape({-1, in});
+  const Tensor<T, D> w = weight.detach();
+  Tensor<T, D> y2 = Tensor<T, D>::empty(Shape{x2.size(0), out_features});
   {
     NoGradGuard kernels_are_not_recorded;
     if (bias.defined()) {
@@ -55,18 +56,18 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& b
   }
   Shape out_shape = x.shape();
   out_shape[out_shape.rank() - 1] = out_features;
-  Tensor<T> y = y2.view(out_shape);
+  Tensor<T, D> y = y2.view(out_shape);
 
   if (autograd::any_requires_grad(x, weight, bias)) {
     const bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-    autograd::record<T, cpu>(y, "linear", {x, weight, bias},
-                             [x2, w, x_shape = x.shape(), need_x, need_w, need_b, out_features](const Tensor<T>& g) {
-                               const Tensor<T> g2 = g.reshape({-1, out_features});
-                               Tensor<T> dx, dw, db;
+    autograd::record<T, D>(y, "linear", {x, weight, bias},
+                             [x2, w, x_shape = x.shape(), need_x, need_w, need_b, out_features](const Tensor<T, D>& g) {
+                               const Tensor<T, D> g2 = g.reshape({-1, out_features});
+                               Tensor<T, D> dx, dw, db;
                                if (need_x) dx = matmul(g2, w).view(x_shape);
                                if (need_w) dw = matmul(g2.t(), x2);
                                if (need_b) db = sum(g2, 0);
-                               return std::vector<Tensor<T>>{dx, dw, db};
+                               return std::vector<Tensor<T, D>>{dx, dw, db};
                              });
   }
   return y;

@@ -29,6 +29,7 @@
 #include "cerberus/backend/cpu/thread_pool.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/ops/indexing.hpp"
 #include "cerberus/tensor/tensor.hpp"
 
 namespace cerberus {
@@ -124,6 +125,34 @@ Tensor<T> rotary_embedding(const Tensor<T>& x, const RotaryTable<compute_t<T>>& 
       return std::vector<Tensor<T>>{dx};
     });
   return out;
+}
+
+// Other devices: the same rotation written with the public ops (slices, broadcast products,
+// concat), so it runs with the device's expression kernels and differentiates through them.
+// The table rows offset .. offset + T - 1 are copied to the device per call ([T, D/2] twice).
+// For bf16 the products run in bf16 (the CPU rounds once from float).
+template <FloatElement T, Device D>
+  requires(!std::is_same_v<D, cpu>)
+Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>>& table, Index offset = 0) {
+  if (!x.defined()) throw ValueError("[rotary_embedding] x is an undefined tensor");
+  if (x.rank() != 4)
+    throw ShapeError("[rotary_embedding] x must be [B, T, H, D], got " + x.shape().to_string() + " (table [" +
+                     std::to_string(table.positions()) + ", " + std::to_string(table.half_dim()) + "])");
+  const Index t = x.size(1), d = x.size(3), half = table.half_dim();
+  if (d != 2 * half)
+    throw ShapeError("[rotary_embedding] x " + x.shape().to_string() + " has head size " + std::to_string(d) + ", but the table [" +
+                     std::to_string(table.positions()) + ", " + std::to_string(half) + "] is for head size " + std::to_string(2 * half));
+  if (offset < 0 || offset + t > table.positions())
+    throw ValueError("[rotary_embedding] positions " + std::to_string(offset) + ".." + std::to_string(offset + t - 1) + " of x " +
+                     x.shape().to_string() + " exceed the table's " + std::to_string(table.positions()) + " positions");
+  auto rows = [&](const auto& tab) {
+    Tensor<T, D> r = tab.slice(0, offset, offset + t).contiguous().template to<T>().template to<D>();
+    return r.view(Shape{1, t, 1, half});
+  };
+  const Tensor<T, D> cos = rows(table.cos), sin = rows(table.sin);
+  const Tensor<T, D> a = x.slice(3, 0, half), b = x.slice(3, half, d);
+  const Tensor<T, D> ya = a * cos - b * sin, yb = b * cos + a * sin;
+  return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
 }
 
 }  // namespace cerberus

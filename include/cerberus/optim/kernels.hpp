@@ -4,8 +4,9 @@
 //   sum_of_squares(x, n)               sum of x[i]^2 in double
 // Update rules are functors whose operator() is a template over the value type and marked
 // CERBERUS_HOST_DEVICE (optim/sgd.hpp, optim/adam.hpp), so a CUDA version is one grid-stride
-// kernel calling the same functor on floats, plus a reduction: a Kernels<cuda> specialisation.
-// Only the CPU one exists today; any other device stops at compile time with the message below.
+// kernel calling the same functor on floats, plus a reduction: Kernels<cuda> is specialised in
+// backend/cuda/update.cuh, which <cerberus/backend/cuda.cuh> includes. A device whose header is
+// not included stops at compile time with the message below (never a silent CPU run).
 #pragma once
 
 #include "cerberus/backend/cpu/update.hpp"
@@ -16,8 +17,8 @@ namespace cerberus::optim {
 template <Device D>
 struct Kernels {
   static_assert(sizeof(D) == 0,
-                "cerberus::optim runs on cpu tensors only for now: there is no optim::Kernels<cuda> yet "
-                "(optim/kernels.hpp says what it needs). Keep the parameters on cpu.");
+                "No optimizer kernels for this device are included: include <cerberus/backend/cuda.cuh> and compile with nvcc "
+                "to use cerberus::optim (SGD, Adam, AdamW, clip_grad_norm) on cuda tensors.");
 };
 
 template <>

@@ -82,7 +82,10 @@ struct OpKernels<cuda> {
   static void attention_backward(const cpu_backend::AttentionGeometry& g, C scale, cpu_backend::AttentionView<C> q,
                                  cpu_backend::AttentionView<C> k, cpu_backend::AttentionView<C> v, cpu_backend::AttentionView<C> out,
                                  cpu_backend::AttentionView<C> dout, const C* lse, const C* bias, C* dq, C* dk, C* dv) {
-    cuda_backend::attention_backward<C>(geometry(g), scale, view(q), view(k), view(v), view(out), view(dout), lse, bias, dq, dk, dv);
+    // delta = rowsum(dout * out) per query row: scratch alive until the kernels are queued.
+    auto delta = Tensor<C, cuda>::empty(Shape{g.batch * g.heads * g.tq});
+    cuda_backend::attention_backward<C>(geometry(g), scale, view(q), view(k), view(v), view(out), view(dout), lse, bias, dq, dk, dv,
+                                        delta.data());
   }
 };
 

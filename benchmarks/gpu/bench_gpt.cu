@@ -1,0 +1,83 @@
+// GPT training step on the GPU: forward + backward + AdamW of the models of
+// benchmarks/transformer_train.cpp (and benchmarks/peers/gpt_libtorch.cpp), fp32, on cuda:
+//   tiny   vocab 8000,  d 256, 4 layers, 4 heads, seq 128, batch 16
+//   small  vocab 16000, d 512, 6 layers, 8 heads, seq 256, batch 8
+// token + learned position embeddings, pre-LayerNorm blocks, causal attention, GELU (tanh) MLP
+// of width 4d, final LayerNorm, tied LM head, cross-entropy, AdamW (lr 3e-4, decay 0.1).
+// Each step ends with the loss copied to the host (a synchronisation); 2 warm-up steps, median
+// of 7. Prints "RESULT cerberus gpt train <config> <tokens/s> tokens/s" (benchmarks/gpu/run.sh
+// pairs it with bench_torch.py's "torch gpt train <config>").
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cerberus/backend/cuda.cuh"
+
+using namespace cerberus;
+
+namespace {
+
+nn::TransformerConfig config_named(const std::string& name) {
+  nn::TransformerConfig c;
+  if (name == "tiny") c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
+  else c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
+  c.d_ff = 4 * c.d_model;
+  c.norm = nn::NormKind::layer;
+  c.mlp = nn::MlpKind::gelu;
+  c.gelu_approximation = nn::GeluApproximation::tanh;
+  c.position = nn::PositionKind::learned;
+  c.tie_embeddings = true;
+  c.bias = true;
+  return c;
+}
+
+void run(const std::string& name, Index B) {
+  const auto c = config_named(name);
+  const Index T = c.max_seq_len;
+  Generator gen(0);
+  nn::DecoderOnly<float, cuda> model(c, gen);
+  optim::AdamW<cuda> optimizer(model.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+  std::vector<std::int64_t> ids_host(static_cast<std::size_t>(B * T)), targets_host(ids_host.size());
+  for (std::size_t i = 0; i < ids_host.size(); ++i) {
+    ids_host[i] = static_cast<std::int64_t>((i * 2654435761u) % static_cast<std::size_t>(c.vocab_size));
+    targets_host[i] = static_cast<std::int64_t>((i * 40503u + 7) % static_cast<std::size_t>(c.vocab_size));
+  }
+  const auto ids = from_vector<std::int64_t>(ids_host, {B, T}).to<cuda>();
+  const auto targets = from_vector<std::int64_t>(targets_host, {B, T}).to<cuda>();
+  std::vector<double> times;
+  double loss_value = 0;
+  for (int i = 0; i < 9; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    optimizer.zero_grad();
+    auto loss = model.loss(ids, targets);
+    loss.backward();
+    optimizer.step();
+    loss_value = static_cast<double>(loss.to<cpu>().item());
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (i >= 2) times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  const double ms = times[times.size() / 2];
+  std::printf("RESULT cerberus gpt train %-26s %10.0f tokens/s  (%.2f ms/step, loss %.4f)\n", name.c_str(),
+              static_cast<double>(B * T) / (ms * 1e-3), ms, loss_value);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main() {
+  if (!cuda_available()) {
+    std::printf("no CUDA device: nothing to time\n");
+    return 77;
+  }
+  try {
+    run("tiny", 16);
+    run("small", 8);
+  } catch (const std::exception& e) {
+    std::printf("bench_gpt failed: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
