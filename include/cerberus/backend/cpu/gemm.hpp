@@ -33,6 +33,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <thread>
 #include <type_traits>
 
 #include "cerberus/backend/cpu/backend.hpp"
@@ -382,14 +383,14 @@ void ensure_packed(std::atomic<int>* state, Index lo, Index hi, Pack&& pack) {
     Index j = i + 1;
     while (j < hi && j - i < claim_max && claim(j)) ++j;
     pack(i, j);
-    for (Index q = i; q < j; ++q) {
-      state[q].store(panel_ready, std::memory_order_release);
-      state[q].notify_all();
-    }
+    for (Index q = i; q < j; ++q) state[q].store(panel_ready, std::memory_order_release);
     i = j;
   }
+  // Panels claimed by other tasks: wait by yielding, not with std::atomic::wait. A panel is packed
+  // within microseconds of being claimed, and GCC 12's atomic wait/notify lost a wake-up here (a
+  // test hung for minutes with the panel already marked ready).
   for (Index i = lo; i < hi; ++i)
-    for (int v; (v = state[i].load(std::memory_order_acquire)) != panel_ready;) state[i].wait(v, std::memory_order_acquire);
+    while (state[i].load(std::memory_order_acquire) != panel_ready) std::this_thread::yield();
 }
 
 // Multiply-adds below which a packed product runs on the calling thread alone.
