@@ -9,29 +9,15 @@
 #include <vector>
 
 #include "cerberus/cerberus.hpp"
+#include "nn/nn_support.hpp"
 #include "support/catch.hpp"
 
 using namespace cerberus;
 
 namespace {
 
-nn::TransformerConfig tiny() {
-  nn::TransformerConfig c;
-  c.vocab_size = 23;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.d_ff = 32;
-  c.max_seq_len = 24;
-  return c;
-}
-
-Tensor<std::int64_t> random_ids(Index b, Index t, Index vocab, std::uint64_t seed) {
-  Generator gen(seed);
-  std::vector<std::int64_t> v(static_cast<std::size_t>(b * t));
-  for (auto& x : v) x = static_cast<std::int64_t>(gen.next_u32() % static_cast<std::uint32_t>(vocab));
-  return from_vector<std::int64_t>(v, Shape{b, t});
-}
+using nn_test::random_ids;
+using nn_test::tiny;
 
 // Sum over new positions of log p(token | prefix), per row, from one full forward pass.
 std::vector<double> sequence_logprob(const Tensor<float>& logits, const Tensor<std::int64_t>& seq, Index t0) {
