@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include <unistd.h>
 
@@ -54,6 +55,12 @@ class ProgressBar {
         start_(Clock::now()),
         last_(start_) {}
 
+  // Text shown after the fixed fields, e.g. per-task losses ("translate 3.21  sentiment 0.58").
+  void set_detail(std::string detail) { detail_ = std::move(detail); }
+  // Whether the line shows exp(loss) (a language model's perplexity; meaningless for a weighted
+  // multi-task loss).
+  void show_perplexity(bool on) { show_ppl_ = on; }
+
   // Records that `step` (1-based) is done, having processed `tokens` tokens, with this loss.
   void update(std::int64_t step, double loss, std::int64_t tokens) {
     const auto now = Clock::now();
@@ -85,12 +92,13 @@ class ProgressBar {
     std::string bar(static_cast<std::size_t>(width), '.');
     for (int i = 0; i < filled && i < width; ++i) bar[static_cast<std::size_t>(i)] = '#';
     const double eta = steps_per_s_ > 0 ? static_cast<double>(total_ - step_) / steps_per_s_ : NAN;
+    char ppl[32] = "";
+    if (show_ppl_) std::snprintf(ppl, sizeof ppl, "  ppl %.1f", std::exp(loss_));
     char buf[256];
-    std::snprintf(buf, sizeof buf, "[%s] %*lld/%lld  loss %.3f  ppl %.1f  %s tok/s  ETA %s", bar.c_str(),
+    std::snprintf(buf, sizeof buf, "[%s] %*lld/%lld  loss %.3f%s  %s tok/s  ETA %s", bar.c_str(),
                   static_cast<int>(std::to_string(total_).size()), static_cast<long long>(step_),
-                  static_cast<long long>(total_), loss_, std::exp(loss_), human_count(rate_).c_str(),
-                  human_duration(eta).c_str());
-    return buf;
+                  static_cast<long long>(total_), loss_, ppl, human_count(rate_).c_str(), human_duration(eta).c_str());
+    return detail_.empty() ? std::string(buf) : std::string(buf) + "  " + detail_;
   }
 
   double elapsed_seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
@@ -108,6 +116,8 @@ class ProgressBar {
   std::int64_t log_every_;
   Clock::time_point start_, last_;
   std::int64_t step_ = 0, tokens_ = 0;
+  std::string detail_;
+  bool show_ppl_ = true;
   double loss_ = NAN, rate_ = 0, steps_per_s_ = 0;
 };
 
