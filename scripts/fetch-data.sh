@@ -17,6 +17,12 @@
 #   sentiment/afinn-165.json          AFINN word scores (sentiment's languages/en/labels.json)
 #   ddtp/Translation-{en,fr,de}       Debian package descriptions and their translations (bookworm main)
 #
+# This script only fetches. The instruction tasks (translate, summarize, sentiment) are prepared
+# from these files by the C++ side, which writes DIR/instruct/<task>/{train,validation,test}.jsonl
+# and a manifest.json, and rebuilds them only when a source or an option changed:
+#   cerberus::data::prepare_instruction_data("data", "data/instruct")   (cerberus/data/instruction_data.hpp)
+# A refetched source gets a new modification time, so its tasks are prepared again on next use.
+#
 # Needs: npm (and node, which npm runs on), tar, apt-get; `scripts/install-deps.sh --data` installs them.
 set -euo pipefail
 

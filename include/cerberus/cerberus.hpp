@@ -33,6 +33,7 @@
 #include "cerberus/nn/norm.hpp"
 #include "cerberus/nn/dropout.hpp"
 #include "cerberus/nn/mlp.hpp"
+#include "cerberus/nn/packing.hpp"
 #include "cerberus/nn/positions.hpp"
 #include "cerberus/nn/kv_cache.hpp"
 #include "cerberus/nn/attention.hpp"

@@ -2,6 +2,7 @@
 // exactly the target tokens + eos (decoding the unmasked targets gives the target text back),
 // targets are the inputs shifted by one, padding, task ids, every truncation policy and its
 // counts, the encoder-decoder and classification variants, and templates -> collation end to end.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -249,4 +250,117 @@ TEST_CASE("templates -> mixture -> collation end to end: each row decodes back t
   for (const auto& r : routed)
     if (r) n += r->size(0);
   CHECK(n == 8);
+}
+
+namespace {
+
+// Short examples of two tasks, interleaved, for packing.
+const std::vector<TextPair> short_pairs{
+    {"Translate. the whale", "the sea", 0},
+    {"Summarize. the nation and the congress", "peace", 1},
+    {"Translate. a good day", "the captain and the ship", 0},
+    {"Summarize. many years", "years", 1},
+    {"Translate. the ship", "the whale and the sea", 0},
+    {"Summarize. the congress have been at peace", "the nation", 1},
+    {"Translate. the captain", "a ship", 0},
+};
+
+// Row b's positions [begin, end) of a [B, T] tensor.
+template <class X>
+std::vector<X> span_of(const Tensor<X>& t, Index b, Index begin, Index end) {
+  const auto all = t.contiguous().to_vector();
+  const Index T = t.size(1);
+  return std::vector<X>(all.begin() + b * T + begin, all.begin() + b * T + end);
+}
+
+// Every packed example against collate_lm of that example alone (same options): the same
+// input ids and targets (hence the same loss mask), segment = its index in the row, positions
+// 0 .., one task per row, padding only after the last example (segment -1, ignore_index).
+void check_packed_against_collate_lm(const std::vector<TextPair>& examples, const CollateOptions& o) {
+  const LmBatch p = pack_lm(std::span<const TextPair>(examples), tok(), o);
+  const Index B = p.input_ids.size(0), T = p.input_ids.size(1);
+  REQUIRE(T == o.max_length - 1);
+  REQUIRE(static_cast<Index>(p.row_examples.size()) == B);
+  for (const auto* t : {&p.targets, &p.segments, &p.positions}) CHECK(t->shape() == Shape{B, T});
+  const Ids tasks = p.task_id.to_vector();
+  std::int64_t counted = 0, expected_counted = 0;
+  Ids seen;
+  for (Index b = 0; b < B; ++b) {
+    Index at = 0;
+    const auto& members = p.row_examples[static_cast<std::size_t>(b)];
+    REQUIRE(!members.empty());
+    for (std::size_t e = 0; e < members.size(); ++e) {
+      const TextPair& ex = examples[static_cast<std::size_t>(members[e])];
+      seen.push_back(members[e]);
+      CHECK(ex.task_id == tasks[static_cast<std::size_t>(b)]);  // one task per row
+      CollateOptions alone_o = o;
+      alone_o.pad_to_max_length = false;
+      const LmBatch alone = collate_lm(std::span<const TextPair>(&ex, 1), tok(), alone_o);
+      const Index n = alone.input_ids.size(1);  // L - 1: no padding for a single example
+      INFO("row " << b << ", example " << members[e] << " at " << at << ", " << n << " positions");
+      REQUIRE(at + n <= T);
+      CHECK(span_of(p.input_ids, b, at, at + n) == row(alone.input_ids, 0));
+      CHECK(span_of(p.targets, b, at, at + n) == row(alone.targets, 0));
+      CHECK(span_of(p.segments, b, at, at + n) == Ids(static_cast<std::size_t>(n), static_cast<std::int64_t>(e)));
+      Ids positions(static_cast<std::size_t>(n));
+      for (Index i = 0; i < n; ++i) positions[static_cast<std::size_t>(i)] = i;
+      CHECK(span_of(p.positions, b, at, at + n) == positions);
+      CHECK(span_of(p.padding, b, at, at + n) == std::vector<std::uint8_t>(static_cast<std::size_t>(n), 0));
+      expected_counted += static_cast<std::int64_t>(unmasked(alone, 0).size());
+      at += n;
+    }
+    CHECK(span_of(p.padding, b, at, T) == std::vector<std::uint8_t>(static_cast<std::size_t>(T - at), 1));
+    CHECK(span_of(p.segments, b, at, T) == Ids(static_cast<std::size_t>(T - at), -1));
+    CHECK(span_of(p.targets, b, at, T) == Ids(static_cast<std::size_t>(T - at), ignore_index));
+    counted += static_cast<std::int64_t>(unmasked(p, b).size());
+  }
+  CHECK(counted == expected_counted);  // the loss covers exactly each example's target tokens + eos
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == p.report.kept);  // every kept example is in exactly one row
+  CHECK(p.labels.to_vector() == Ids(static_cast<std::size_t>(B), -1));
+}
+
+}  // namespace
+
+TEST_CASE("pack_lm: each packed example equals collate_lm of it alone; segments, positions, one task per row") {
+  check_packed_against_collate_lm(short_pairs, {.max_length = 32});
+  check_packed_against_collate_lm(short_pairs, {.max_length = 20, .add_bos = true});
+  check_packed_against_collate_lm(short_pairs, {.max_length = 24, .sep_id = tok().id_of("<sep>")});
+  // Prompts cut to fit (the same rule as collate_lm), counted the same way.
+  const CollateOptions tight{.max_length = 14};
+  check_packed_against_collate_lm(pairs, tight);
+  const std::int64_t cut = pack_lm(std::span<const TextPair>(pairs), tok(), tight).report.prompts_truncated;
+  CHECK(cut > 0);
+  CHECK(cut == collate_lm(std::span<const TextPair>(pairs), tok(), tight).report.prompts_truncated);
+}
+
+TEST_CASE("pack_lm: greedy first fit in input order, deterministic, and the packing reaches the mtl batch") {
+  const CollateOptions o{.max_length = 32};
+  const LmBatch p = pack_lm(std::span<const TextPair>(short_pairs), tok(), o);
+  const LmBatch again = pack_lm(std::span<const TextPair>(short_pairs), tok(), o);
+  CHECK(p.input_ids.to_vector() == again.input_ids.to_vector());
+  CHECK(p.row_examples == again.row_examples);
+  // Rows are opened in input order: the first row holds example 0, the second example 1.
+  REQUIRE(p.row_examples.size() >= 2);
+  CHECK(p.row_examples[0].front() == 0);
+  CHECK(p.row_examples[1].front() == 1);
+  // Fewer rows than examples, and denser than collate_lm padded to the same width.
+  const LmBatch plain = collate_lm(std::span<const TextPair>(short_pairs), tok(), {.max_length = 32, .pad_to_max_length = true});
+  INFO(short_pairs.size() << " examples in " << p.input_ids.size(0) << " rows, fill " << p.fill() << " (unpacked " << plain.fill() << ")");
+  CHECK(p.input_ids.size(0) < static_cast<Index>(short_pairs.size()));
+  CHECK(p.fill() > plain.fill());
+  const mtl::Batch<float> m = p.to_mtl();
+  REQUIRE(m.packed());
+  CHECK(m.segments.to_vector() == p.segments.to_vector());
+  CHECK(m.positions.to_vector() == p.positions.to_vector());
+  CHECK(!collate_lm(std::span<const TextPair>(short_pairs), tok(), o).to_mtl().packed());
+}
+
+TEST_CASE("pack_lm: an overlong target follows collate_lm's rule") {
+  const std::vector<TextPair> long_target{{"Translate.", "the sea and the captain and the whale and the ship and the nation", 0}};
+  CHECK_THROWS_AS(pack_lm(std::span<const TextPair>(long_target), tok(), {.max_length = 6}), ValueError);
+  const LmBatch skipped = pack_lm(std::span<const TextPair>(long_target), tok(), {.max_length = 6, .overlong_target = OverlongTarget::skip});
+  CHECK(skipped.input_ids.size(0) == 0);
+  CHECK(skipped.report.skipped == Ids{0});
+  check_packed_against_collate_lm(long_target, {.max_length = 6, .overlong_target = OverlongTarget::truncate_target});
 }

@@ -2,6 +2,8 @@
 // reference (the full probability matrix) for sizes crossing the query and key blocks and every
 // SIMD width, causal and padding masks, Tq != Tk both ways; gradcheck in double for q, k and v;
 // fully masked rows; permuted and broadcast operands; bf16; large scores; shape errors.
+// Segments (sequence packing): equal to attending each segment on its own, forward and the three
+// gradients, causal or not, with padding, across tiles (some skipped); gradcheck in double.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -256,6 +258,131 @@ TEST_CASE("attention: results do not depend on the thread count", "[attention]")
   CHECK(one == two);
 }
 
+namespace {
+
+// Segment ids [B, Tk] from per-row segment lengths (each row's lengths sum to Tk).
+Tensor<std::int64_t> segment_ids(const std::vector<std::vector<Index>>& lengths, Index tk) {
+  std::vector<std::int64_t> ids;
+  for (const auto& row : lengths) {
+    Index n = 0;
+    for (std::size_t s = 0; s < row.size(); ++s)
+      for (Index j = 0; j < row[s]; ++j, ++n) ids.push_back(static_cast<std::int64_t>(s));
+    REQUIRE(n == tk);
+  }
+  return from_vector<std::int64_t>(ids, Shape{static_cast<Index>(lengths.size()), tk});
+}
+
+// Attention with segments against attending each segment of each batch row on its own: the
+// segment's keys [a, e) and the queries at key positions in [a, e) (a suffix of the segment,
+// since the queries are the last Tq keys), with the segment's slice of the padding. Forward and
+// the gradients of q, k and v for one upstream gradient.
+template <class T>
+void check_segments_against_separate_runs(const Dims& s, const std::vector<std::vector<Index>>& lengths, bool causal,
+                                          const std::vector<Index>& padded, double tol) {
+  const auto seed = static_cast<std::uint64_t>(s.tq * 7 + s.tk + (causal ? 1000 : 0));
+  auto leaf = [](Tensor<T> t) {
+    t.set_requires_grad();
+    return t;
+  };
+  const Tensor<T> q = leaf(random_uniform<double>({s.b, s.h, s.tq, s.d}, -1.5, 1.5, seed).to<T>());
+  const Tensor<T> k = leaf(random_uniform<double>({s.b, s.h, s.tk, s.d}, -1.5, 1.5, seed + 1).to<T>());
+  const Tensor<T> v = leaf(random_uniform<double>({s.b, s.h, s.tk, s.dv}, -1, 1, seed + 2).to<T>());
+  const Tensor<T> g = random_uniform<double>({s.b, s.h, s.tq, s.dv}, -1, 1, seed + 3).to<T>();
+  AttentionOptions o{.causal = causal, .segments = segment_ids(lengths, s.tk)};
+  if (!padded.empty()) o.key_padding = padding(s.b, s.tk, padded);
+  const auto packed = scaled_dot_product_attention(q, k, v, o);
+  packed.backward(g);
+  const auto out_packed = values(packed), dq_packed = values(q.grad()), dk_packed = values(k.grad()), dv_packed = values(v.grad());
+
+  const Tensor<T> q2 = leaf(q.detach().clone()), k2 = leaf(k.detach().clone()), v2 = leaf(v.detach().clone());
+  std::vector<double> out_separate(out_packed.size(), 0.0);
+  const Index shift = s.tk - s.tq;
+  for (Index b = 0; b < s.b; ++b) {
+    Index a = 0;
+    for (const Index len : lengths[static_cast<std::size_t>(b)]) {
+      const Index e = a + len, qa = std::max<Index>(a - shift, 0), qe = e - shift;
+      if (qe > qa) {
+        AttentionOptions so{.causal = causal};
+        if (o.key_padding.defined()) so.key_padding = o.key_padding.slice(0, b, b + 1).slice(1, a, e).contiguous();
+        const auto part = scaled_dot_product_attention(q2.slice(0, b, b + 1).slice(2, qa, qe), k2.slice(0, b, b + 1).slice(2, a, e),
+                                                       v2.slice(0, b, b + 1).slice(2, a, e), so);
+        part.backward(g.slice(0, b, b + 1).slice(2, qa, qe).contiguous());
+        const auto pv = values(part);
+        for (Index h = 0; h < s.h; ++h)
+          for (Index i = qa; i < qe; ++i)
+            for (Index c = 0; c < s.dv; ++c)
+              out_separate[static_cast<std::size_t>(((b * s.h + h) * s.tq + i) * s.dv + c)] = pv[static_cast<std::size_t>((h * (qe - qa) + i - qa) * s.dv + c)];
+      }
+      a = e;
+    }
+  }
+  // Keys no query can see (a segment before the first query) get no gradient in either run.
+  const auto zero_if_undefined = [](const Tensor<T>& grad, std::size_t n) { return grad.defined() ? values(grad) : std::vector<double>(n, 0.0); };
+  const std::pair<const char*, std::pair<std::vector<double>, std::vector<double>>> checks[] = {
+      {"out", {out_packed, out_separate}},
+      {"dq", {dq_packed, zero_if_undefined(q2.grad(), dq_packed.size())}},
+      {"dk", {dk_packed, zero_if_undefined(k2.grad(), dk_packed.size())}},
+      {"dv", {dv_packed, zero_if_undefined(v2.grad(), dv_packed.size())}}};
+  for (const auto& [what, pair] : checks) {
+    const auto c = compare(pair.first, pair.second, tol, tol);
+    INFO(what << " [" << s.b << ", " << s.h << ", Tq " << s.tq << ", Tk " << s.tk << "] causal " << causal << ", padded " << !padded.empty()
+              << ": " << c.describe());
+    CHECK(c.ok());
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("attention with segments equals attending each segment on its own", "[attention][segments]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+  for (const bool causal : {false, true}) {
+    // Small: segments of one key, Tq = Tk and Tq < Tk (the first segment holds no query).
+    check_segments_against_separate_runs<T>({2, 2, 9, 9, 8, 5}, {{3, 1, 5}, {9}}, causal, {}, tol);
+    check_segments_against_separate_runs<T>({2, 2, 6, 10, 8, 8}, {{4, 4, 2}, {1, 2, 3, 4}}, causal, {}, tol);
+    // Padding inside the last segment, and a row whose last segment is all padding.
+    check_segments_against_separate_runs<T>({2, 1, 12, 12, 16, 16}, {{5, 7}, {6, 3, 3}}, causal, {4, 3}, tol);
+    // Across query and key blocks (64 x 256): tiles whose segments cannot meet are skipped.
+    check_segments_against_separate_runs<T>({1, 2, 300, 600, 16, 16}, {{100, 250, 3, 47, 200}}, causal, {}, tol);
+    check_segments_against_separate_runs<T>({2, 1, 520, 520, 8, 8}, {{520}, {64, 64, 128, 200, 64}}, causal, {10, 0}, tol);
+  }
+}
+
+TEST_CASE("attention with segments: gradients match finite differences in double", "[attention][segments][grad]") {
+  const auto q = random_uniform<double>({2, 2, 4, 4}, -1, 1, 51), k = random_uniform<double>({2, 2, 6, 4}, -1, 1, 52),
+             v = random_uniform<double>({2, 2, 6, 3}, -1, 1, 53);
+  // Row 0 packs three examples; row 1 interleaves its ids (the mask does not need contiguous segments).
+  const auto seg = from_vector<std::int64_t>({0, 0, 1, 1, 1, 2, 0, 1, 0, 1, 1, 0}, Shape{2, 6});
+  const auto pad = padding(2, 6, {1, 0});
+  const std::vector<std::pair<std::string, AttentionOptions>> cases = {
+      {"segments", {.segments = seg}},
+      {"segments + causal", {.causal = true, .segments = seg}},
+      {"segments + causal + key padding", {.causal = true, .key_padding = pad, .segments = seg}},
+  };
+  for (const auto& [what, o] : cases)
+    expect_gradients_match(what, [&o = o](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], o); }, {q, k, v});
+}
+
+TEST_CASE("attention with one segment per row equals attention without segments", "[attention][segments]") {
+  const auto q = random_uniform<float>({2, 2, 70, 8}, -1, 1, 61), k = random_uniform<float>({2, 2, 300, 8}, -1, 1, 62),
+             v = random_uniform<float>({2, 2, 300, 8}, -1, 1, 63);
+  const auto plain = scaled_dot_product_attention(q, k, v, {.causal = true});
+  const auto one = scaled_dot_product_attention(q, k, v, {.causal = true, .segments = full<std::int64_t>(Shape{2, 300}, 7)});
+  CHECK(plain.to_vector() == one.to_vector());
+}
+
+TEST_CASE("attention: a query whose segment has only padded keys gets zeros, never NaN", "[attention][segments]") {
+  Tensor<float> q = random_uniform<float>({1, 1, 4, 8}, -1, 1, 71), k = random_uniform<float>({1, 1, 4, 8}, -1, 1, 72),
+                v = random_uniform<float>({1, 1, 4, 8}, -1, 1, 73);
+  q.set_requires_grad();
+  const auto seg = from_vector<std::int64_t>({0, 0, 1, 1}, Shape{1, 4});
+  const auto out = scaled_dot_product_attention(q, k, v, {.key_padding = padding(1, 4, {2}), .segments = seg});
+  out.backward(ones<float>(out.shape()));
+  const auto o = out.to_vector(), dq = q.grad().to_vector();
+  for (std::size_t i = 0; i < o.size(); ++i) CHECK(std::isfinite(o[i]));
+  for (std::size_t i = 16; i < 32; ++i) CHECK((o[i] == 0.0f && dq[i] == 0.0f));  // queries 2, 3: segment 1 is all padding
+}
+
 TEST_CASE("attention names the op and the shapes in its errors", "[attention][errors]") {
   const auto q = zeros<float>({2, 3, 4, 8}), k = zeros<float>({2, 3, 5, 8}), v = zeros<float>({2, 3, 5, 6});
   try {
@@ -279,4 +406,18 @@ TEST_CASE("attention names the op and the shapes in its errors", "[attention][er
     CHECK(m.find("key_padding") != std::string::npos);
     CHECK(m.find("[2, 4]") != std::string::npos);
   }
+  // Segments: [B, Tk] (int64 is the type of the option, so a wrong dtype does not compile).
+  try {
+    (void)scaled_dot_product_attention(q, k, v, {.segments = zeros<std::int64_t>({2, 4})});
+    FAIL("no exception");
+  } catch (const ShapeError& e) {
+    const std::string m = e.what();
+    INFO(m);
+    CHECK(m.find("[scaled_dot_product_attention] segments") != std::string::npos);
+    CHECK(m.find("[2, 4]") != std::string::npos);
+    CHECK(m.find("[2, 3, 4, 8]") != std::string::npos);
+    CHECK(m.find("[2, 3, 5, 8]") != std::string::npos);
+  }
+  // Tq > Tk: queries have no key position, hence no segment.
+  CHECK_THROWS_AS(scaled_dot_product_attention(zeros<float>({2, 3, 6, 8}), k, v, {.segments = zeros<std::int64_t>({2, 5})}), ShapeError);
 }

@@ -1,5 +1,6 @@
 // rotary_embedding (ops/rope.hpp): against a naive double reference (rotate-half pairing), the
-// offset, relative-position invariance of q . k, gradcheck in double, table and shape errors.
+// offset, relative-position invariance of q . k, gradcheck in double, table and shape errors;
+// per-token positions (sequence packing) against the offset form, gradcheck and errors.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -98,4 +99,44 @@ TEST_CASE("rotary_embedding and rotary_table errors name the op and the shapes")
   CHECK(message_of([&] { rotary_embedding(zeros<float>(Shape{1, 3, 2, 4}), table, 6); }) ==
         "[rotary_embedding] positions 6..8 of x [1, 3, 2, 4] exceed the table's 8 positions");
   CHECK_THROWS_AS(rotary_table<float>(8, 5), ValueError);
+}
+
+TEST_CASE("rotary_embedding with per-token positions rotates each token by its own position") {
+  const auto table = rotary_table<double>(16, 6, 100.0);
+  const auto x = random_uniform<double>(Shape{2, 5, 3, 6}, -1, 1, 11);
+  // Row 0: two packed examples (positions restart); row 1: positions 4.. as with offset 4.
+  const auto pos = from_vector<std::int64_t>({0, 1, 2, 0, 1, 4, 5, 6, 7, 8}, Shape{2, 5});
+  const auto y = values(rotary_embedding(x, table, pos));
+  const auto row = [&](const Tensor<double>& t, Index b, Index t0, Index t1) { return t.slice(0, b, b + 1).slice(1, t0, t1).contiguous(); };
+  const auto expect_rows = [&](Index b, Index t0, Index t1, Index offset) {
+    const auto want = values(rotary_embedding(row(x, b, t0, t1), table, offset));
+    std::vector<double> got;
+    for (Index t = t0; t < t1; ++t)
+      for (Index i = 0; i < 3 * 6; ++i) got.push_back(y[static_cast<std::size_t>(((b * 5 + t) * 3) * 6 + i)]);
+    const auto c = compare(got, want, 1e-15, 1e-15);
+    INFO("row " << b << ", tokens " << t0 << ".." << t1 << ": " << c.describe());
+    CHECK(c.ok());
+  };
+  expect_rows(0, 0, 3, 0);
+  expect_rows(0, 3, 5, 0);
+  expect_rows(1, 0, 5, 4);
+  // Gradients, in double, through a permuted input too.
+  for (const bool permuted : {false, true}) {
+    const auto r = gradcheck(
+        [&](const std::vector<Tensor<double>>& in) {
+          return rotary_embedding(permuted ? in[0].permute({0, 2, 1, 3}) : in[0], table, pos);
+        },
+        {permuted ? random_uniform<double>(Shape{2, 3, 5, 6}, -1, 1, 12) : x});
+    INFO(r.message);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("rotary_embedding with positions: errors name the op and the shapes") {
+  const auto table = rotary_table<float>(8, 4);
+  const auto x = zeros<float>(Shape{2, 3, 2, 4});
+  CHECK(message_of([&] { rotary_embedding(x, table, zeros<std::int64_t>(Shape{2, 4})); }) ==
+        "[rotary_embedding] positions must be int64 [B, T] = [2, 3] for x [2, 3, 2, 4], got [2, 4]");
+  CHECK(message_of([&] { rotary_embedding(x, table, full<std::int64_t>(Shape{2, 3}, 8)); }) ==
+        "[rotary_embedding] position 8 (token 0 of positions [2, 3]) is outside the table [8, 2]");
 }

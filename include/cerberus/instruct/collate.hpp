@@ -16,6 +16,17 @@
 // max_length) is an error by default, or skipped / target-truncated on request, and counted either
 // way in CollateReport, which also counts truncated prompts and their dropped tokens.
 //
+// pack_lm (decoder-only, packed): the same sequences as collate_lm (same tokenization, prompt
+// truncation, overlong-target rule, ignore_index on prompt tokens), laid side by side in rows of
+// T = max_length - 1 positions: an example of L tokens takes L - 1 positions (its input_ids
+// sequence[0 .. L-2]). Greedy first fit in input order: each example goes into the first row of
+// the SAME task_id with room left, else opens a new row; deterministic. Extra fields per row:
+//   segments   int64 [B, T]  index of the example inside its row (0, 1, ...), -1 on padding
+//   positions  int64 [B, T]  position inside the example, restarting at 0 (0 on padding)
+//   task_id    int64 [B]     the row's task; labels int64 [B] = -1 (a row holds several examples)
+// Attention over such rows needs the segments (nn::Packing, AttentionOptions::segments) so that
+// it never crosses examples; to_mtl() carries them. row_examples lists each row's input indices.
+//
 // collate_seq2seq (encoder-decoder): source_ids [B, S] = prompt [eos], decoder_input [B, T] =
 // start target, decoder_targets [B, T] = target eos (-100 on padding).
 // collate_classify (heads): ids [B, S] = [bos] prompt [eos], padding, task_id, labels (option index).
@@ -106,9 +117,13 @@ struct LmBatch {
   Tensor<std::uint8_t> padding;    // [B, T]
   Tensor<std::int64_t> task_id;    // [B]
   Tensor<std::int64_t> labels;     // [B]
+  Tensor<std::int64_t> segments;   // [B, T], pack_lm only (undefined = one example per row)
+  Tensor<std::int64_t> positions;  // [B, T], pack_lm only
+  std::vector<std::vector<std::int64_t>> row_examples;  // pack_lm only: input indices of each row's examples
   CollateReport report;
 
-  // The multi-task batch: ids, padding, task_id, labels, token_labels = targets.
+  // The multi-task batch: ids, padding, task_id, labels, token_labels = targets (+ segments and
+  // positions when packed).
   mtl::Batch<float> to_mtl() const {
     mtl::Batch<float> b;
     b.ids = input_ids;
@@ -116,7 +131,16 @@ struct LmBatch {
     b.task_id = task_id;
     b.labels = labels;
     b.token_labels = targets;
+    b.segments = segments;
+    b.positions = positions;
     return b;
+  }
+  // The fraction of positions that hold a token (1 - padding share).
+  double fill() const {
+    if (!padding.defined() || padding.numel() == 0) return 0.0;
+    Index kept = 0;
+    for (const auto m : padding.contiguous().to_vector()) kept += m ? 0 : 1;
+    return static_cast<double>(kept) / static_cast<double>(padding.numel());
   }
 };
 
@@ -169,6 +193,23 @@ inline bool fit(std::vector<std::int64_t>& prompt, std::vector<std::int64_t>& ta
 
 inline Tensor<std::int64_t> vec1(const std::vector<std::int64_t>& v) { return from_vector<std::int64_t>(v, Shape{static_cast<Index>(v.size())}); }
 
+// One decoder-only sequence [bos] prompt [sep] target [eos] of example i, fitted to max_length;
+// target_start = the index of its first target token. false = skipped (counted in r).
+template <class Tok>
+bool lm_sequence(const TextPair& example, std::size_t i, const Tok& tok, const CollateOptions& o, CollateReport& r,
+                 std::vector<std::int64_t>& s, std::size_t& target_start) {
+  std::vector<std::int64_t> p = tok.encode(example.prompt), t = tok.encode(example.target);
+  if (!fit(p, t, o.max_length, o.add_bos, i, o, r)) return false;
+  s.clear();
+  if (o.add_bos) s.push_back(tok.bos_id());
+  s.insert(s.end(), p.begin(), p.end());
+  if (o.sep_id >= 0) s.push_back(o.sep_id);
+  target_start = s.size();
+  s.insert(s.end(), t.begin(), t.end());
+  if (o.add_eos) s.push_back(tok.eos_id());
+  return true;
+}
+
 }  // namespace detail
 
 template <TextTokenizer Tok>
@@ -181,15 +222,10 @@ LmBatch collate_lm(std::span<const TextPair> examples, const Tok& tok, const Col
   std::vector<std::size_t> target_start;
   std::vector<std::int64_t> task_ids, labels;
   for (std::size_t i = 0; i < examples.size(); ++i) {
-    std::vector<std::int64_t> p = tok.encode(examples[i].prompt), t = tok.encode(examples[i].target);
-    if (!detail::fit(p, t, o.max_length, o.add_bos, i, o, r)) continue;
     std::vector<std::int64_t> s;
-    if (o.add_bos) s.push_back(tok.bos_id());
-    s.insert(s.end(), p.begin(), p.end());
-    if (o.sep_id >= 0) s.push_back(o.sep_id);
-    target_start.push_back(s.size());
-    s.insert(s.end(), t.begin(), t.end());
-    if (o.add_eos) s.push_back(tok.eos_id());
+    std::size_t start = 0;
+    if (!detail::lm_sequence(examples[i], i, tok, o, r, s, start)) continue;
+    target_start.push_back(start);
     seqs.push_back(std::move(s));
     task_ids.push_back(examples[i].task_id);
     labels.push_back(examples[i].label);
@@ -215,6 +251,68 @@ LmBatch collate_lm(std::span<const TextPair> examples, const Tok& tok, const Col
   out.padding = from_vector<std::uint8_t>(padm, Shape{B, T});
   out.task_id = detail::vec1(task_ids);
   out.labels = detail::vec1(labels);
+  return out;
+}
+
+// Packed decoder-only rows; see the top of this file. o.pad_to_max_length is implied (T = max_length - 1).
+template <TextTokenizer Tok>
+LmBatch pack_lm(std::span<const TextPair> examples, const Tok& tok, const CollateOptions& o = {}) {
+  if (o.max_length < 2) throw ValueError("[instruct::pack_lm] max_length must be >= 2, got " + std::to_string(o.max_length));
+  LmBatch out;
+  CollateReport& r = out.report;
+  r.examples = static_cast<std::int64_t>(examples.size());
+  const Index T = o.max_length - 1;
+  struct Row {
+    std::int64_t task;
+    Index used = 0;
+    std::vector<std::size_t> members;  // indices into seqs
+  };
+  std::vector<std::vector<std::int64_t>> seqs;
+  std::vector<std::size_t> target_start, input_index;
+  std::vector<Row> rows;
+  for (std::size_t i = 0; i < examples.size(); ++i) {
+    std::vector<std::int64_t> s;
+    std::size_t start = 0;
+    if (!detail::lm_sequence(examples[i], i, tok, o, r, s, start)) continue;
+    const Index need = static_cast<Index>(s.size()) - 1;  // positions: sequence[0 .. L-2]
+    auto row = std::find_if(rows.begin(), rows.end(), [&](const Row& w) { return w.task == examples[i].task_id && w.used + need <= T; });
+    if (row == rows.end()) row = rows.insert(rows.end(), Row{examples[i].task_id, 0, {}});
+    row->used += need;
+    row->members.push_back(seqs.size());
+    seqs.push_back(std::move(s));
+    target_start.push_back(start);
+    input_index.push_back(i);
+    r.kept.push_back(static_cast<std::int64_t>(i));
+  }
+  const Index B = static_cast<Index>(rows.size());
+  const auto n = static_cast<std::size_t>(B * T);
+  std::vector<std::int64_t> ids(n, tok.pad_id()), tgt(n, ignore_index), seg(n, -1), pos(n, 0), task_ids;
+  std::vector<std::uint8_t> padm(n, 1);
+  for (Index b = 0; b < B; ++b) {
+    const Row& row = rows[static_cast<std::size_t>(b)];
+    task_ids.push_back(row.task);
+    out.row_examples.emplace_back();
+    std::size_t at = static_cast<std::size_t>(b * T);
+    for (std::size_t e = 0; e < row.members.size(); ++e) {
+      const std::size_t m = row.members[e];
+      const auto& s = seqs[m];
+      out.row_examples.back().push_back(static_cast<std::int64_t>(input_index[m]));
+      for (std::size_t t = 0; t + 1 < s.size(); ++t, ++at) {
+        ids[at] = s[t];
+        padm[at] = 0;
+        seg[at] = static_cast<std::int64_t>(e);
+        pos[at] = static_cast<std::int64_t>(t);
+        if (t + 1 >= target_start[m]) tgt[at] = s[t + 1];
+      }
+    }
+  }
+  out.input_ids = from_vector<std::int64_t>(ids, Shape{B, T});
+  out.targets = from_vector<std::int64_t>(tgt, Shape{B, T});
+  out.padding = from_vector<std::uint8_t>(padm, Shape{B, T});
+  out.segments = from_vector<std::int64_t>(seg, Shape{B, T});
+  out.positions = from_vector<std::int64_t>(pos, Shape{B, T});
+  out.task_id = detail::vec1(task_ids);
+  out.labels = detail::vec1(std::vector<std::int64_t>(static_cast<std::size_t>(B), -1));
   return out;
 }
 

@@ -8,6 +8,12 @@
 //   labels        int64 [B]      class per example (sequence classification); other tasks' rows: any
 //   token_labels  int64 [B, T]   target per token, -100 = no loss (token classification, LM head)
 //   values        T [B] / [B, K] regression targets
+//   segments      int64 [B, T]   packed rows (sequence packing, nn/packing.hpp): the example each
+//                                token belongs to; undefined = one example per row
+//   positions     int64 [B, T]   packed rows: each token's position inside its own example
+// A packed row holds several examples of ONE task (instruct::pack_lm): task_id is per row, and
+// only per-token heads (LMHead, TokenClassifier) take packed rows; a head that pools a whole row
+// (SequenceClassifier, Regression) refuses them (mtl::Model).
 // A field a task does not use may be undefined, or hold anything in that task's rows.
 //
 // route(task_id, n_tasks) gives the rows of each task as int64 [B_k] index tensors, nullopt for
@@ -34,8 +40,12 @@ struct Batch {
   Tensor<std::int64_t> labels;
   Tensor<std::int64_t> token_labels;
   Tensor<T> values;
+  Tensor<std::int64_t> segments;
+  Tensor<std::int64_t> positions;
 
   Index size() const { return ids.defined() ? ids.size(0) : 0; }
+  // Whether rows hold several packed examples (segments or positions given).
+  bool packed() const { return segments.defined() || positions.defined(); }
 
   // The examples at `rows` (int64 [k]), every defined field (task_id included).
   Batch select(const Tensor<std::int64_t>& rows) const {
@@ -49,6 +59,8 @@ struct Batch {
     take(labels, out.labels);
     take(token_labels, out.token_labels);
     take(values, out.values);
+    take(segments, out.segments);
+    take(positions, out.positions);
     return out;
   }
 };

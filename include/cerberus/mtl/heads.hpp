@@ -19,6 +19,9 @@
 // embedding) by the model, and offers forward(hidden, padding) and loss(output, batch), where
 // batch holds only this task's examples. `input_width` is the width a head requires at compile
 // time (0: whatever the trunk gives, read at run time); `element_type` must be the trunk's.
+// `per_token = true` marks a head that reads every position on its own (TokenClassifier, LMHead):
+// only such heads take packed rows (Batch::segments, several examples per row); mtl::Model
+// refuses a packed batch for any other head, since pooling would mix the examples of a row.
 #pragma once
 
 #include <cstdint>
@@ -154,6 +157,7 @@ class TokenClassifier : public nn::Module<TokenClassifier<N, T>, T, cpu> {
  public:
   static constexpr Index input_width = 0;
   static constexpr Index classes = N;
+  static constexpr bool per_token = true;
   nn::Linear<T> proj;
 
   TokenClassifier(const HeadContext<T>& ctx, Generator& gen) : proj(ctx.d_model, N, true, gen) {}
@@ -213,6 +217,7 @@ class LMHead : public nn::Module<LMHead<Tie, T>, T, cpu> {
  public:
   static constexpr Index input_width = 0;
   static constexpr Tying tying = Tie;
+  static constexpr bool per_token = true;
   std::shared_ptr<nn::Embedding<T>> embedding;  // tied only
   nn::Linear<T> proj;                            // untied only: [V, C], no bias
 

@@ -119,6 +119,7 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   Outputs forward(const Batch<T>& batch) {
     Outputs out;
     out.rows = route(batch.task_id, batch.size(), task_count);
+    check_packing(batch, out.rows);
     const auto hidden = strategy_.hidden(batch, out.rows);
     out.outputs.resize(task_count);
     for_each_task([&](auto k) {
@@ -130,6 +131,7 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   // One mean loss per task over its own examples; nullopt for a task with no example.
   std::vector<std::optional<Tensor<T>>> task_losses(const Batch<T>& batch) {
     const auto rows = route(batch.task_id, batch.size(), task_count);
+    check_packing(batch, rows);
     const auto hidden = strategy_.hidden(batch, rows);
     std::vector<std::optional<Tensor<T>>> out(task_count);
     for_each_task([&](auto k) {
@@ -206,6 +208,18 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   template <class F>
   static void for_each_task(F&& f) {
     [&]<std::size_t... I>(std::index_sequence<I...>) { (f(std::integral_constant<std::size_t, I>{}), ...); }(std::index_sequence_for<Tasks...>{});
+  }
+  // A packed batch (several examples per row) only for tasks whose head works per token.
+  static void check_packing(const Batch<T>& batch, const detail::Rows& rows) {
+    if (!batch.packed()) return;
+    for_each_task([&](auto k) {
+      using Head = std::tuple_element_t<k, Heads>;
+      if constexpr (!requires { requires Head::per_token; })
+        if (rows[k])
+          throw ValueError("[mtl::Model] task \"" + std::string(Names::value[k]) + "\" has a head that pools a whole row, but the batch is " +
+                           "packed (segments / positions " + (batch.segments.defined() ? batch.segments : batch.positions).shape().to_string() +
+                           ": several examples per row): collate this task's examples unpacked (instruct::collate_classify / collate_lm)");
+    });
   }
   static Tensor<std::uint8_t> select_padding(const Batch<T>& batch, const Tensor<std::int64_t>& rows) {
     if (!batch.padding.defined() || rows.numel() == batch.size()) return batch.padding;

@@ -6,10 +6,13 @@
 // D = head dim = C / H.
 //   parameters: q_proj [H*D, C], k_proj [Hkv*D, C], v_proj [Hkv*D, C], o_proj [C, H*D]
 //               (+ biases [.] when config.bias)
-//   self_attention(x [B, T, C], causal, key_padding uint8 [B, T] or {}, rotary or null) -> [B, T, C]
+//   self_attention(x [B, T, C], causal, key_padding uint8 [B, T] or {}, rotary or null,
+//                  packing {segments, positions} or {}) -> [B, T, C]
 //   cross_attention(x [B, T, C], memory [B, S, C], memory_padding uint8 [B, S] or {}) -> [B, T, C]
 //   *_step(...): the same for new tokens only, with keys / values kept in a KVCache layer
 // key_padding follows ops/attention.hpp: nonzero = a padded key that no query attends to.
+// packing (nn/packing.hpp): queries attend only keys of their own segment; RoPE rotates by the
+// per-token positions when they are given.
 //
 // Data flow (no copy unless marked): each projection is one GEMM over [B*T, C]; its output
 // [B, T, H*D] is viewed as [B, T, H, D] and, for RoPE, rotated into a fresh [B, T, H, D] (the
@@ -34,6 +37,7 @@
 #include "cerberus/nn/kv_cache.hpp"
 #include "cerberus/nn/linear.hpp"
 #include "cerberus/nn/module.hpp"
+#include "cerberus/nn/packing.hpp"
 #include "cerberus/ops/attention.hpp"
 #include "cerberus/ops/indexing.hpp"
 #include "cerberus/ops/rope.hpp"
@@ -64,20 +68,26 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
   Index head_dim() const { return head_dim_; }
 
   // Self-attention over the whole sequence x [B, T, C] (training, or a full recompute).
-  Tensor<T, D> self_attention(const Tensor<T, D>& x, bool causal, const Mask& key_padding = {}, const Rotary* rotary = nullptr) const {
+  Tensor<T, D> self_attention(const Tensor<T, D>& x, bool causal, const Mask& key_padding = {}, const Rotary* rotary = nullptr,
+                              const Packing<D>& packing = {}) const {
     // q, k and v come from ONE product with the three weights stacked ([B*T, C] x [C, H*D + 2*Hkv*D]):
     // x is packed once instead of three times, and backward computes dx as one product and the
     // three weight gradients as one product (their rows are slices of it). Stacking copies the
     // weights (3 C^2 values, a few hundred microseconds at most), not the activations.
     const auto parts = split(project_qkv(x), std::vector<Index>{heads_ * head_dim_, kv_heads_ * head_dim_, kv_heads_ * head_dim_}, -1);
     Tensor<T, D> q = split_heads(parts[0], heads_), k = split_heads(parts[1], kv_heads_), v = split_heads(parts[2], kv_heads_);
-    if (rotary) {
+    if (rotary && packing.positions.defined()) {  // positions restart in every packed example
+      const Tensor<std::int64_t> positions = detail::host_ids(packing.positions);
+      q = rotary_embedding(q, *rotary, positions);
+      k = rotary_embedding(k, *rotary, positions);
+    } else if (rotary) {
       q = rotary_embedding(q, *rotary, 0);
       k = rotary_embedding(k, *rotary, 0);
     }
     AttentionOptions options;
     options.causal = causal;
     options.key_padding = host_mask(key_padding);
+    options.segments = detail::host_ids(packing.segments);
     return o_proj(attend(q, k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), options));
   }
 

@@ -7,6 +7,8 @@
 //                  x = x + drop(cross_attn(cross_attn_norm(x), memory))   only with cross-attention
 //                  x = x + drop(mlp(mlp_norm(x)))
 //   forward(x [B, T, C], ...) -> [B, T, C]
+// packing (nn/packing.hpp, last argument, optional): self-attention stays inside each packed
+// example and RoPE uses the per-token positions. Cross-attention does not support packing.
 // Parameter names (relative to the block): attn_norm.{weight,bias}, attn.{q,k,v,o}_proj.{weight,bias},
 // [cross_attn_norm.*, cross_attn.*,] mlp_norm.*, mlp.{gate_proj,up_proj,down_proj}.*
 // (no .bias entries for RMSNorm or when config.bias is false; gate_proj only for SwiGLU).
@@ -46,9 +48,9 @@ class EncoderBlock : public Module<EncoderBlock<T, D>, T, D> {
         mlp(c, n_layers, gen),
         dropout(c.dropout, gen) {}
 
-  // x [B, T, C]; key_padding [B, T] (nonzero = padded) or {}.
-  Tensor<T, D> forward(const Tensor<T, D>& x, const Mask& key_padding = {}, const Rotary* rotary = nullptr) {
-    const Tensor<T, D> h = x + dropout(attn.self_attention(attn_norm(x), false, key_padding, rotary));
+  // x [B, T, C]; key_padding [B, T] (nonzero = padded) or {}; packing or {}.
+  Tensor<T, D> forward(const Tensor<T, D>& x, const Mask& key_padding = {}, const Rotary* rotary = nullptr, const Packing<D>& packing = {}) {
+    const Tensor<T, D> h = x + dropout(attn.self_attention(attn_norm(x), false, key_padding, rotary, packing));
     return h + dropout(mlp(mlp_norm(h)));
   }
 
@@ -91,10 +93,13 @@ class DecoderBlock : public Module<DecoderBlock<T, D>, T, D> {
   bool has_cross_attention() const { return cross_attn.has_value(); }
 
   // Whole sequence: x [B, T, C]; key_padding [B, T] or {}; memory [B, S, C] and
-  // memory_padding [B, S] for cross-attention.
+  // memory_padding [B, S] for cross-attention; packing or {} (without cross-attention only: the
+  // memory of a packed row would be shared by all its examples).
   Tensor<T, D> forward(const Tensor<T, D>& x, const Mask& key_padding = {}, const Rotary* rotary = nullptr,
-                       const Tensor<T, D>& memory = {}, const Mask& memory_padding = {}) {
-    Tensor<T, D> h = x + dropout(attn.self_attention(attn_norm(x), true, key_padding, rotary));
+                       const Tensor<T, D>& memory = {}, const Mask& memory_padding = {}, const Packing<D>& packing = {}) {
+    if (cross_attn && packing.defined())
+      throw ValueError("[DecoderBlock] packing is not supported with cross-attention (every packed example would attend the same memory)");
+    Tensor<T, D> h = x + dropout(attn.self_attention(attn_norm(x), true, key_padding, rotary, packing));
     if (cross_attn) {
       require_memory(memory);
       h = h + dropout(cross_attn->cross_attention((*cross_attn_norm)(h), memory, memory_padding));

@@ -57,17 +57,25 @@ class DecoderOnly : public Module<DecoderOnly<T, D>, T, D> {
   const Tensor<T, D>& lm_head_weight() const { return lm_head ? lm_head->weight : decoder.embed_tokens->weight; }
 
   // The trunk: hidden states [B, T, C] after the final norm.
-  Tensor<T, D> hidden(const Ids& ids, const Mask& key_padding = {}) { return decoder.forward(ids, key_padding); }
+  // packing (nn/packing.hpp): several examples per row, attention kept inside each.
+  Tensor<T, D> hidden(const Ids& ids, const Mask& key_padding = {}, const Packing<D>& packing = {}) {
+    return decoder.forward(ids, key_padding, {}, {}, packing);
+  }
   // hidden [B, T, C] -> logits [B, T, V] (one GEMM over [B*T, C]).
   Tensor<T, D> logits(const Tensor<T, D>& hidden_states) const { return linear(hidden_states, lm_head_weight()); }
-  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}) { return logits(hidden(ids, key_padding)); }
-  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}) { return forward(ids, key_padding); }
+  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}, const Packing<D>& packing = {}) {
+    return logits(hidden(ids, key_padding, packing));
+  }
+  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}, const Packing<D>& packing = {}) {
+    return forward(ids, key_padding, packing);
+  }
 
   // Mean next-token cross-entropy: targets [B, T] (ignore_index where no loss is wanted).
-  Tensor<T, D> loss(const Ids& ids, const Ids& targets, const Mask& key_padding = {}, std::int64_t ignore_index = -100) {
+  Tensor<T, D> loss(const Ids& ids, const Ids& targets, const Mask& key_padding = {}, std::int64_t ignore_index = -100,
+                    const Packing<D>& packing = {}) {
     CrossEntropyOptions options;
     options.ignore_index = ignore_index;
-    return cross_entropy(forward(ids, key_padding), targets, options);
+    return cross_entropy(forward(ids, key_padding, packing), targets, options);
   }
 
   Cache make_cache(Index batch, Index capacity = 0) const { return decoder.make_cache(batch, capacity); }

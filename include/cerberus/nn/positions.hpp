@@ -7,6 +7,9 @@
 //               to q and k (ops/rope.hpp); no parameters
 //   add(x [B, T, C], offset) -> [B, T, C]: x plus the rows for positions offset .. offset + T - 1
 //   (offset = tokens already in a KV cache). One fused pass; the table rows are a view.
+//   add(x [B, T, C], positions int64 [B, T]) -> [B, T, C]: x plus the row of each token's own
+//   position (sequence packing, nn/packing.hpp): a gather of table rows, differentiable into the
+//   learned table.
 #pragma once
 
 #include <cmath>
@@ -15,6 +18,7 @@
 #include "cerberus/core/random.hpp"
 #include "cerberus/nn/config.hpp"
 #include "cerberus/nn/module.hpp"
+#include "cerberus/ops/embedding.hpp"
 #include "cerberus/ops/rope.hpp"
 #include "cerberus/tensor/factories.hpp"
 
@@ -63,6 +67,16 @@ class PositionalEncoding : public Module<PositionalEncoding<T, D>, T, D> {
     if (kind_ == PositionKind::rope) return x;
     const Tensor<T, D>& table = kind_ == PositionKind::learned ? weight : table_;
     return Tensor<T, D>(x + table.slice(0, offset, offset + t));
+  }
+
+  // x [B, T, C] plus the rows positions[b, t] (x itself for rope: attention rotates by them).
+  Tensor<T, D> add(const Tensor<T, D>& x, const Tensor<std::int64_t, D>& positions) const {
+    if (!positions.defined() || x.rank() != 3 || !(positions.shape() == Shape{x.size(0), x.size(1)}))
+      throw ShapeError("[PositionalEncoding] positions must be int64 [B, T] matching x " + x.shape().to_string() + ", got " +
+                       (positions.defined() ? positions.shape().to_string() : std::string("an undefined tensor")));
+    if (kind_ == PositionKind::rope) return x;
+    const Tensor<T, D>& table = kind_ == PositionKind::learned ? weight : table_;
+    return Tensor<T, D>(x + embedding(table, positions));  // embedding names any position >= max_seq_len
   }
 
   template <class F>

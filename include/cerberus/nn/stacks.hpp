@@ -7,6 +7,9 @@
 //                    memory_padding [B, S] or {})                                -> hidden [B, T, C]
 //   Decoder::forward_step(ids_new [B, T_new], cache, key_padding_new [B, T_new] or {},
 //                         memory, memory_padding)                                -> hidden [B, T_new, C]
+// packing (nn/packing.hpp, the last argument of forward, optional): segments [B, T] and positions
+// [B, T] of several examples packed into one row; each example's hidden states are the ones it
+// gets alone. Not with cross-attention; forward_step (decoding) takes none.
 // Hidden states are taken after final_norm: heads (an LM head, classifiers) go on top of them.
 // key_padding: nonzero = padded (the convention of ops/attention.hpp); padded keys are never
 // attended to, so the hidden states of kept positions do not depend on what the padding holds.
@@ -35,6 +38,7 @@
 #include "cerberus/nn/kv_cache.hpp"
 #include "cerberus/nn/module.hpp"
 #include "cerberus/nn/norm.hpp"
+#include "cerberus/nn/packing.hpp"
 #include "cerberus/nn/positions.hpp"
 
 namespace cerberus::nn {
@@ -48,6 +52,11 @@ inline void check_ids(const char* op, const Shape& ids, const Shape* padding) {
 template <class Mask>
 const Shape* shape_if_defined(const Mask& m) {
   return m.defined() ? &m.shape() : nullptr;
+}
+// Token embeddings x [B, T, C] plus positions: each token's own position when packed, else 0 .. T-1.
+template <Element T, Device D>
+Tensor<T, D> add_positions(const PositionalEncoding<T, D>& positions, const Tensor<T, D>& x, const Packing<D>& packing) {
+  return packing.positions.defined() ? positions.add(x, packing.positions) : positions.add(x, 0);
 }
 }  // namespace detail
 
@@ -81,13 +90,16 @@ class Encoder : public Module<Encoder<T, D>, T, D> {
 
   const TransformerConfig& config() const { return config_; }
 
-  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}) {
+  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}, const Packing<D>& packing = {}) {
     detail::check_ids("Encoder", ids.shape(), detail::shape_if_defined(key_padding));
-    Tensor<T, D> x = dropout(embed_positions.add((*embed_tokens)(ids), 0));
-    for (auto& layer : layers) x = layer.forward(x, key_padding, embed_positions.rotary());
+    detail::check_packing("Encoder", ids.shape(), packing);
+    Tensor<T, D> x = dropout(detail::add_positions(embed_positions, (*embed_tokens)(ids), packing));
+    for (auto& layer : layers) x = layer.forward(x, key_padding, embed_positions.rotary(), packing);
     return final_norm(x);
   }
-  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}) { return forward(ids, key_padding); }
+  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}, const Packing<D>& packing = {}) {
+    return forward(ids, key_padding, packing);
+  }
 
   template <class F>
   void visit_children(F&& f) {
@@ -135,15 +147,22 @@ class Decoder : public Module<Decoder<T, D>, T, D> {
   const TransformerConfig& config() const { return config_; }
   bool has_cross_attention() const { return !layers.empty() && layers.front().has_cross_attention(); }
 
-  // The whole sequence (training, or a full recompute): hidden states [B, T, C].
-  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}, const Tensor<T, D>& memory = {}, const Mask& memory_padding = {}) {
+  // The whole sequence (training, or a full recompute): hidden states [B, T, C]. packing: see the
+  // top of this file (a decoder-only stack: no memory).
+  Tensor<T, D> forward(const Ids& ids, const Mask& key_padding = {}, const Tensor<T, D>& memory = {}, const Mask& memory_padding = {},
+                       const Packing<D>& packing = {}) {
     detail::check_ids("Decoder", ids.shape(), detail::shape_if_defined(key_padding));
-    Tensor<T, D> x = dropout(embed_positions.add((*embed_tokens)(ids), 0));
-    for (auto& layer : layers) x = layer.forward(x, key_padding, embed_positions.rotary(), memory, memory_padding);
+    detail::check_packing("Decoder", ids.shape(), packing);
+    if (packing.defined() && has_cross_attention())
+      throw ValueError("[Decoder] packing is not supported with cross-attention (every packed example would attend the same memory " +
+                       (memory.defined() ? memory.shape().to_string() : std::string("[B, S, C]")) + ")");
+    Tensor<T, D> x = dropout(detail::add_positions(embed_positions, (*embed_tokens)(ids), packing));
+    for (auto& layer : layers) x = layer.forward(x, key_padding, embed_positions.rotary(), memory, memory_padding, packing);
     return final_norm(x);
   }
-  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}, const Tensor<T, D>& memory = {}, const Mask& memory_padding = {}) {
-    return forward(ids, key_padding, memory, memory_padding);
+  Tensor<T, D> operator()(const Ids& ids, const Mask& key_padding = {}, const Tensor<T, D>& memory = {}, const Mask& memory_padding = {},
+                          const Packing<D>& packing = {}) {
+    return forward(ids, key_padding, memory, memory_padding, packing);
   }
 
   // A cache for `batch` sequences of up to `capacity` tokens (default: max_seq_len).

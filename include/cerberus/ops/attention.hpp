@@ -7,9 +7,18 @@
 //   options.key_padding: uint8 [B, Tk], nonzero = a padded key, never attended to.
 //   options.causal: query i attends keys j <= i + (Tk - Tq): the queries are the last Tq
 //     positions of the Tk keys (KV-cache decoding: Tq = 1 attends every cached key).
+//   options.segments: int64 [B, Tk], the packed example each key belongs to (sequence packing:
+//     several short examples side by side in one row). Query i has the segment of key position
+//     i + (Tk - Tq) (the causal convention: queries are the last Tq keys; needs Tq <= Tk), and
+//     attends a key only when both have the same segment id, so attention never crosses
+//     examples. Combines with causal and key_padding (a key must pass all three).
 //   options.scale: default 1 / sqrt(D).
 // A query whose keys are all masked (padding, or causal with Tq > Tk) gets a zero output row
 // and zero gradients, never NaN.
+//
+// Segments cost one id comparison per score, and the CPU kernels skip a whole (query block, key
+// block) tile when the two blocks' segment ranges [min, max] are disjoint: with packed examples
+// laid out left to right, most far-off-diagonal tiles are skipped.
 //
 // Saved for backward: q, k, v and the output (handles, no copies), and per query row the
 // logsumexp of its scaled, masked scores ([B, H, Tq], compute type). The backward recomputes
@@ -54,6 +63,7 @@ namespace cerberus {
 struct AttentionOptions {
   bool causal = false;                   // query i attends keys j <= i + (Tk - Tq)
   Tensor<std::uint8_t> key_padding = {};  // [B, Tk], nonzero = padded (excluded); undefined = none
+  Tensor<std::int64_t> segments = {};     // [B, Tk], packed-example id per key; undefined = one example per row
   std::optional<double> scale = {};       // default 1 / sqrt(D)
 };
 
@@ -77,9 +87,24 @@ struct AttentionView {
 struct AttentionGeometry {
   Index batch, heads, tq, tk, d, dv;
   bool causal;
+  // Segment id per key, [B, Tk] contiguous, in the memory of the device that runs the kernel
+  // (options.segments), or null: part of the mask's shape, like causal.
+  const std::int64_t* segments = nullptr;
   // Keys [0, end) that query row `row` may see through the causal mask (all of them otherwise).
   Index key_end(Index row) const { return causal ? std::clamp<Index>(row + (tk - tq) + 1, 0, tk) : tk; }
+  // The segment row of batch b, or null.
+  const std::int64_t* segment_row(Index b) const { return segments ? segments + b * tk : nullptr; }
 };
+
+// True when no query of rows [q0, q0 + nq) can attend a key of [k0, k0 + nk) because their
+// segment ranges do not overlap (seg is one batch row, [Tk]; queries sit at key positions + Tk - Tq).
+inline bool attention_segments_disjoint(const AttentionGeometry& g, const std::int64_t* seg, Index q0, Index nq, Index k0, Index nk) {
+  if (!seg || nq <= 0 || nk <= 0) return false;
+  const Index shift = g.tk - g.tq;
+  const auto [qlo, qhi] = std::minmax_element(seg + q0 + shift, seg + q0 + shift + nq);
+  const auto [klo, khi] = std::minmax_element(seg + k0, seg + k0 + nk);
+  return *qhi < *klo || *khi < *qlo;
+}
 
 // row[j] = exp(row[j] - shift) for j < n, in place; returns their sum (in double).
 template <class C>
@@ -100,10 +125,11 @@ double attention_exp_row(C* row, Index n, C shift) {
 }
 
 // Scores of one tile: s[i, j] = scale * q[q0 + i] . k[k0 + j] plus the padding bias (0 or -inf
-// per key), -inf past each row's causal limit. s has leading dimension attention_block_k.
+// per key), -inf past each row's causal limit and on keys of another segment (seg: this batch
+// row's segment ids [Tk], or null). s has leading dimension attention_block_k.
 template <class C>
-void attention_scores(const AttentionGeometry& g, C scale, const C* q, Index q_st, const C* k, Index k_st, const C* bias, Index q0,
-                      Index nq, Index k0, Index nk, C* s) {
+void attention_scores(const AttentionGeometry& g, C scale, const C* q, Index q_st, const C* k, Index k_st, const C* bias,
+                      const std::int64_t* seg, Index q0, Index nq, Index k0, Index nk, C* s) {
   using B = xsimd::batch<C>;
   constexpr Index W = static_cast<Index>(B::size);
   constexpr Index ld = attention_block_k;
@@ -118,6 +144,11 @@ void attention_scores(const AttentionGeometry& g, C scale, const C* q, Index q_s
     }
     const Index end = g.key_end(q0 + i) - k0;  // first masked column of this row in the tile
     for (Index j = std::max<Index>(end, 0); j < nk; ++j) row[j] = neg_inf;
+    if (seg) {
+      const std::int64_t mine = seg[q0 + i + (g.tk - g.tq)];
+      for (Index j = 0; j < nk; ++j)
+        if (seg[k0 + j] != mine) row[j] = neg_inf;
+    }
   }
 }
 
@@ -139,6 +170,7 @@ void attention_forward(const AttentionGeometry& g, C scale, AttentionView<C> q, 
       const Index q0 = (task % q_blocks) * BQ, nq = std::min(BQ, g.tq - q0);
       const C *qp = q.at(b, h), *kp = k.at(b, h), *vp = v.at(b, h);
       const C* bias_b = bias ? bias + b * g.tk : nullptr;
+      const std::int64_t* seg_b = g.segment_row(b);
       C* o = out + (bh * g.tq + q0) * g.dv;
       std::fill(o, o + nq * g.dv, C(0));
       std::fill(m.begin(), m.end(), -std::numeric_limits<C>::infinity());
@@ -146,7 +178,8 @@ void attention_forward(const AttentionGeometry& g, C scale, AttentionView<C> q, 
       const Index k_end = g.key_end(q0 + nq - 1);  // the block's last row sees the most keys
       for (Index k0 = 0; k0 < k_end; k0 += BK) {
         const Index nk = std::min(BK, k_end - k0);
-        attention_scores(g, scale, qp, q.st, kp, k.st, bias_b, q0, nq, k0, nk, s.data());
+        if (attention_segments_disjoint(g, seg_b, q0, nq, k0, nk)) continue;  // every score would be -inf
+        attention_scores(g, scale, qp, q.st, kp, k.st, bias_b, seg_b, q0, nq, k0, nk, s.data());
         // Online softmax: rows become exp(s - new max); earlier output rows are rescaled.
         for (Index i = 0; i < nq; ++i) {
           C* row = s.data() + i * BK;
@@ -197,6 +230,7 @@ void attention_backward(const AttentionGeometry& g, C scale, AttentionView<C> q,
       const Index b = bh / g.heads, h = bh % g.heads;
       const C *qp = q.at(b, h), *kp = k.at(b, h), *vp = v.at(b, h), *op = out.at(b, h), *dop = dout.at(b, h);
       const C* bias_b = bias ? bias + b * g.tk : nullptr;
+      const std::int64_t* seg_b = g.segment_row(b);
       const C* lse_bh = lse + bh * g.tq;
       C* dq_bh = dq + bh * g.tq * g.d;
       C* dk_bh = dk + bh * g.tk * g.d;
@@ -219,7 +253,8 @@ void attention_backward(const AttentionGeometry& g, C scale, AttentionView<C> q,
         const Index k_end = g.key_end(q0 + nq - 1);
         for (Index k0 = 0; k0 < k_end; k0 += BK) {
           const Index nk = std::min(BK, k_end - k0);
-          attention_scores(g, scale, qp, q.st, kp, k.st, bias_b, q0, nq, k0, nk, p.data());
+          if (attention_segments_disjoint(g, seg_b, q0, nq, k0, nk)) continue;  // P = 0 on the whole tile
+          attention_scores(g, scale, qp, q.st, kp, k.st, bias_b, seg_b, q0, nq, k0, nk, p.data());
           for (Index i = 0; i < nq; ++i) {
             C* row = p.data() + i * BK;
             const C li = lse_bh[q0 + i];
@@ -295,11 +330,23 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
   if (ks[0] != qs[0] || vs[0] != qs[0] || ks[1] != qs[1] || vs[1] != qs[1] || ks[3] != qs[3] || vs[2] != ks[2])
     throw ShapeError("[scaled_dot_product_attention] shapes do not fit q [B, H, Tq, D], k [B, H, Tk, D], v [B, H, Tk, Dv]: got " +
                      detail::attention_shapes(qs, ks, vs));
-  const cpu_backend::AttentionGeometry g{qs[0], qs[1], qs[2], ks[2], qs[3], vs[3], options.causal};
+  cpu_backend::AttentionGeometry g{qs[0], qs[1], qs[2], ks[2], qs[3], vs[3], options.causal};
   if (options.key_padding.defined() && !(options.key_padding.shape() == Shape{g.batch, g.tk}))
     throw ShapeError("[scaled_dot_product_attention] key_padding must be [B, Tk] = [" + std::to_string(g.batch) + ", " +
                      std::to_string(g.tk) + "], got " + options.key_padding.shape().to_string() + " for " +
                      detail::attention_shapes(qs, ks, vs));
+  // Segment ids, host and contiguous; other devices get a copy in their own memory below.
+  Tensor<std::int64_t> segments;
+  if (options.segments.defined()) {
+    if (!(options.segments.shape() == Shape{g.batch, g.tk}))
+      throw ShapeError("[scaled_dot_product_attention] segments must be int64 [B, Tk] = [" + std::to_string(g.batch) + ", " +
+                       std::to_string(g.tk) + "], got " + options.segments.shape().to_string() + " for " + detail::attention_shapes(qs, ks, vs));
+    if (g.tq > g.tk)
+      throw ShapeError("[scaled_dot_product_attention] segments need Tq <= Tk (query i has the segment of key i + Tk - Tq), got " +
+                       detail::attention_shapes(qs, ks, vs));
+    segments = options.segments.contiguous();
+    g.segments = segments.data();
+  }
   const C scale = static_cast<C>(options.scale ? *options.scale : g.d > 0 ? 1.0 / std::sqrt(static_cast<double>(g.d)) : 1.0);
 
   // Padding as an additive bias on the scores: 0 for a real key, -inf for a padded one.
@@ -313,10 +360,16 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
 
   // Other devices read the bias from their own memory ([B, Tk] of the compute type).
   Tensor<C, D> bias_device;
+  Tensor<std::int64_t, D> segments_device;
   if constexpr (!std::is_same_v<D, cpu>) {
     if (!bias.empty()) {
       bias_device = Tensor<C, D>::empty(Shape{g.batch, g.tk});
       Backend<D>::copy_from_host(bias_device.data(), bias.data(), bias.size() * sizeof(C));
+    }
+    if (segments.defined()) {
+      segments_device = Tensor<std::int64_t, D>::empty(Shape{g.batch, g.tk});
+      Backend<D>::copy_from_host(segments_device.data(), segments.data(), static_cast<std::size_t>(segments.numel()) * sizeof(std::int64_t));
+      g.segments = segments_device.data();
     }
   }
   const Tensor<C, D> qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);
@@ -342,7 +395,8 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       if constexpr (std::is_same_v<T, C>) return computed;
       else return original.detach();
     };
-    auto backward = [g, scale, lse, bias = std::move(bias), bias_device, q_saved = saved(q, qc), k_saved = saved(k, kc), v_saved = saved(v, vc),
+    // The segment tensors are captured to keep g.segments alive.
+    auto backward = [g, scale, lse, bias = std::move(bias), bias_device, segments, segments_device, q_saved = saved(q, qc), k_saved = saved(k, kc), v_saved = saved(v, vc),
                      out_saved = out.detach()](const Tensor<T, D>& grad) {
       const Tensor<C, D> qb = detail::attention_operand(q_saved), kb = detail::attention_operand(k_saved);
       const Tensor<C, D> vb = detail::attention_operand(v_saved), ob = detail::attention_operand(out_saved);

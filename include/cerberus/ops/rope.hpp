@@ -3,6 +3,9 @@
 // Shapes (legend: B = batch, T = time, H = heads, D = head size (even), P = table length):
 //   rotary_table<C>(P, D, theta)                     -> RotaryTable {cos [P, D/2], sin [P, D/2]}
 //   rotary_embedding(x [B, T, H, D], table, offset)  -> [B, T, H, D] (contiguous)
+//   rotary_embedding(x [B, T, H, D], table, positions int64 [B, T]) -> [B, T, H, D]
+//     the same with a position per token (sequence packing: positions restart at 0 in each
+//     packed example), each in [0, P)
 //
 // Token t of x sits at absolute position p = offset + t (offset = the number of tokens already in
 // a KV cache). With i < D/2, angle a = p * theta^(-2i / D), and the "rotate half" pairing used by
@@ -21,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -67,14 +71,15 @@ namespace cpu_backend {
 inline namespace CERBERUS_SIMD_ABI {
 
 // y = rotation of x by (sign * angle) per pair; x and y contiguous [rows = B * T, H, D]; row r is
-// at position offset + r % T. sign = +1 forward, -1 backward. The inner loops run over
-// contiguous spans of D/2 and vectorise.
+// at position positions[r] when positions ([B * T]) is given, else offset + r % T. sign = +1
+// forward, -1 backward. The inner loops run over contiguous spans of D/2 and vectorise.
 template <class T, class C>
-void rotary_apply(const T* x, T* y, Index rows, Index t, Index heads, Index d, const C* cos, const C* sin, Index offset, C sign) {
+void rotary_apply(const T* x, T* y, Index rows, Index t, Index heads, Index d, const C* cos, const C* sin, Index offset, C sign,
+                  const std::int64_t* positions = nullptr) {
   const Index half = d / 2;
   parallel_for(0, rows, std::max<Index>(1, 8192 / std::max<Index>(heads * d, 1)), [=](Index r0, Index r1) {
     for (Index r = r0; r < r1; ++r) {
-      const Index p = offset + r % t;
+      const Index p = positions ? static_cast<Index>(positions[r]) : offset + r % t;
       const C* c = cos + p * half;
       const C* s = sin + p * half;
       for (Index h = 0; h < heads; ++h) {
@@ -127,6 +132,54 @@ Tensor<T> rotary_embedding(const Tensor<T>& x, const RotaryTable<compute_t<T>>& 
   return out;
 }
 
+namespace detail {
+
+// The checks of rotary_embedding with per-token positions: x [B, T, H, D] against the table, and
+// positions int64 [B, T] (host, contiguous) each in [0, P).
+template <class X, class C>
+void check_rotary_positions(const X& x, const RotaryTable<C>& table, const Tensor<std::int64_t>& positions) {
+  const std::string table_shape = "table [" + std::to_string(table.positions()) + ", " + std::to_string(table.half_dim()) + "]";
+  if (!x.defined()) throw ValueError("[rotary_embedding] x is an undefined tensor");
+  if (x.rank() != 4) throw ShapeError("[rotary_embedding] x must be [B, T, H, D], got " + x.shape().to_string() + " (" + table_shape + ")");
+  if (x.size(3) != 2 * table.half_dim())
+    throw ShapeError("[rotary_embedding] x " + x.shape().to_string() + " has head size " + std::to_string(x.size(3)) + ", but the " +
+                     table_shape + " is for head size " + std::to_string(2 * table.half_dim()));
+  if (!positions.defined() || !(positions.shape() == Shape{x.size(0), x.size(1)}))
+    throw ShapeError("[rotary_embedding] positions must be int64 [B, T] = [" + std::to_string(x.size(0)) + ", " + std::to_string(x.size(1)) +
+                     "] for x " + x.shape().to_string() + ", got " +
+                     (positions.defined() ? positions.shape().to_string() : std::string("an undefined tensor")));
+  const std::int64_t* p = positions.data();
+  for (Index i = 0; i < positions.numel(); ++i)
+    if (p[i] < 0 || p[i] >= table.positions())
+      throw ValueError("[rotary_embedding] position " + std::to_string(p[i]) + " (token " + std::to_string(i) + " of positions " +
+                       positions.shape().to_string() + ") is outside the " + table_shape);
+}
+
+}  // namespace detail
+
+// Rotates q or k [B, T, H, D], token (b, t) by the angles of position positions[b, t]; see the
+// top of this file. Differentiable in x. Saved for backward: the table and the positions.
+template <FloatElement T>
+Tensor<T> rotary_embedding(const Tensor<T>& x, const RotaryTable<compute_t<T>>& table, const Tensor<std::int64_t>& positions) {
+  using C = compute_t<T>;
+  const Tensor<std::int64_t> pos = positions.defined() ? positions.contiguous() : positions;
+  detail::check_rotary_positions(x, table, pos);
+  const Index b = x.size(0), t = x.size(1), h = x.size(2), d = x.size(3);
+  const Tensor<T> xc = x.detach().contiguous();
+  Tensor<T> out = Tensor<T>::empty(x.shape());
+  if (out.numel() > 0)
+    cpu_backend::rotary_apply<T, C>(xc.data(), out.data(), b * t, t, h, d, table.cos.data(), table.sin.data(), 0, C(1), pos.data());
+  if (autograd::any_requires_grad(x))
+    autograd::record<T, cpu>(out, "rotary_embedding", {x}, [table, pos, b, t, h, d](const Tensor<T>& g) {
+      const Tensor<T> gc = g.contiguous();
+      Tensor<T> dx = Tensor<T>::empty(gc.shape());
+      if (dx.numel() > 0)
+        cpu_backend::rotary_apply<T, C>(gc.data(), dx.data(), b * t, t, h, d, table.cos.data(), table.sin.data(), 0, C(-1), pos.data());
+      return std::vector<Tensor<T>>{dx};
+    });
+  return out;
+}
+
 // Other devices: the same rotation written with the public ops (slices, broadcast products,
 // concat), so it runs with the device's expression kernels and differentiates through them.
 // The table rows offset .. offset + T - 1 are copied to the device per call ([T, D/2] twice).
@@ -152,6 +205,26 @@ Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t
   const Tensor<T, D> cos = rows(table.cos), sin = rows(table.sin);
   const Tensor<T, D> a = x.slice(3, 0, half), b = x.slice(3, half, d);
   const Tensor<T, D> ya = a * cos - b * sin, yb = b * cos + a * sin;
+  return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
+}
+
+// Other devices, per-token positions (on the host, int64 [B, T]): the table rows of every token
+// are gathered on the host ([B, T, D/2] twice) and copied to the device per call.
+template <FloatElement T, Device D>
+  requires(!std::is_same_v<D, cpu>)
+Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>>& table, const Tensor<std::int64_t>& positions) {
+  using C = compute_t<T>;
+  const Tensor<std::int64_t> pos = positions.defined() ? positions.contiguous() : positions;
+  detail::check_rotary_positions(x, table, pos);
+  const Index b = x.size(0), t = x.size(1), d = x.size(3), half = table.half_dim();
+  auto rows = [&](const Tensor<C>& tab) {
+    auto r = Tensor<C>::empty(Shape{b, t, 1, half});
+    for (Index i = 0; i < b * t; ++i) std::copy_n(tab.data() + pos.data()[i] * half, half, r.data() + i * half);
+    return Tensor<T, D>(r.template to<T>().template to<D>());
+  };
+  const Tensor<T, D> cos = rows(table.cos), sin = rows(table.sin);
+  const Tensor<T, D> a = x.slice(3, 0, half), bb = x.slice(3, half, d);
+  const Tensor<T, D> ya = a * cos - bb * sin, yb = bb * cos + a * sin;
   return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
 }
 

@@ -2,7 +2,11 @@
 // (aligned to the end, Tq < Tk too), key padding, permuted [B, T, H, D] operands, float, double
 // and bf16, forward and the gradients of q, k and v. Head sizes up to 128 run the tiled flash
 // kernels (partial tiles, Tq != Tk, d != dv included); 160 runs the warp-per-row fallback. The
-// T = 1024 cases cover many key and query tiles per block.
+// T = 1024 cases cover many key and query tiles per block. Segments (sequence packing): packed
+// examples of uneven lengths, alone and with causal and padding, on the tiled kernels and the
+// warp-per-row fallback.
+#include <cstring>
+
 #include "check.cuh"
 
 namespace {
@@ -13,10 +17,22 @@ using check::random;
 
 template <class T>
 void check_case(Generator& gen, const char* type, Index b, Index h, Index tq, Index tk, Index d, bool causal, bool padding, bool permuted,
-                double tol, Index dv = 0) {
+                double tol, Index dv = 0, bool segments = false) {
   if (dv == 0) dv = d;
   AttentionOptions options;
   options.causal = causal;
+  if (segments) {  // batch row r: segments of 7 + 13 r, 29, 3, ... keys (uneven, crossing tiles), ids 0, 1, 2, ...
+    options.segments = Tensor<std::int64_t, cpu>::empty({b, tk});
+    for (Index r = 0; r < b; ++r) {
+      const Index lengths[] = {7 + 13 * r, 29, 3, 61, 1, 40};
+      Index j = 0, id = 0;
+      while (j < tk) {
+        const Index end = std::min(tk, j + lengths[id % 6]);
+        for (; j < end; ++j) options.segments.data()[r * tk + j] = id;
+        ++id;
+      }
+    }
+  }
   if (padding) {
     options.key_padding = Tensor<std::uint8_t, cpu>::empty({b, tk});
     for (Index i = 0; i < b * tk; ++i) options.key_padding.data()[i] = (i % tk) >= tk - 1 - (i / tk) * 3 ? 1 : 0;  // batch row r pads its last 1 + 3r keys
@@ -34,6 +50,7 @@ void check_case(Generator& gen, const char* type, Index b, Index h, Index tq, In
                 static_cast<long long>(h), static_cast<long long>(tq), static_cast<long long>(tk), static_cast<long long>(d),
                 static_cast<long long>(dv), causal ? " causal" : "",
                 padding ? " padded" : "", permuted ? " permuted" : "");
+  if (segments) std::snprintf(where + std::strlen(where), sizeof where - std::strlen(where), " segments");
   expect_close(std::string("attention ") + where, od, oh, tol);
   const auto up = random<T>(oh.shape(), gen);
   sum(oh * up).backward();
@@ -68,5 +85,11 @@ int main() {
     check_case<float>(gen, "float", 2, 2, 1024, 1024, 128, true, true, false, 1e-4);
     check_case<float>(gen, "float", 2, 1, 1024, 1024, 128, false, true, true, 1e-4);
     check_case<bfloat16>(gen, "bf16", 1, 2, 1024, 1024, 64, true, true, false, 2e-2);
+    // Segments: tiled kernels (float / double, Tq = Tk and Tq < Tk, with causal and padding) and the fallback.
+    check_case<float>(gen, "float", 2, 2, 150, 150, 64, false, false, false, 1e-5, 0, true);
+    check_case<float>(gen, "float", 2, 2, 150, 150, 64, true, true, false, 1e-5, 0, true);
+    check_case<float>(gen, "float", 2, 2, 90, 200, 32, true, false, true, 1e-5, 48, true);
+    check_case<double>(gen, "double", 1, 2, 100, 130, 128, true, true, false, 1e-10, 0, true);
+    check_case<float>(gen, "float", 1, 2, 70, 70, 160, true, true, false, 1e-5, 0, true);
   });
 }

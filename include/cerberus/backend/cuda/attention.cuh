@@ -3,6 +3,9 @@
 // backward without atomics). Head sizes 129..256: the simple fused warp-per-row kernels, kept only
 // as that fallback. Both save the per-row logsumexp for the backward, as on the CPU
 // (ops/attention.hpp: same masks, same fully-masked-row convention: zero output, lse = -inf).
+// Segments (sequence packing): a query attends only keys of its own segment; the id test is one
+// more mask term next to causal (flash_mask, and the warp kernels' key loops). Unlike the CPU,
+// the kernels do not skip tiles whose segments cannot meet: those tiles compute and mask.
 //
 // Fallback forward: one warp per (batch, head, query row) walks the keys with an online softmax
 // (running max m, running sum l, output accumulator in registers). Fallback backward, one warp
@@ -15,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "cerberus/backend/cuda/error.cuh"
@@ -41,10 +45,15 @@ struct DeviceAttentionView {
 struct DeviceAttentionGeometry {
   Index batch, heads, tq, tk, d, dv;
   bool causal;
+  const std::int64_t* segments;  // [B, Tk] in device memory, or null (see ops/attention.hpp)
   __device__ Index key_end(Index row) const {
     if (!causal) return tk;
     const Index e = row + (tk - tq) + 1;
     return e < 0 ? 0 : (e > tk ? tk : e);
+  }
+  // Whether query row `row` (< tq) and key j (< tk) of batch b lie in different segments.
+  __device__ bool other_segment(Index b, Index row, Index j) const {
+    return segments && segments[b * tk + j] != segments[b * tk + row + (tk - tq)];
   }
 };
 
@@ -91,6 +100,7 @@ __global__ void attention_forward_kernel(DeviceAttentionGeometry g, C scale, Dev
     C m = -INFINITY, l = C(0);
     const Index end = g.key_end(i);
     for (Index j = 0; j < end; ++j) {
+      if (g.other_segment(b, i, j)) continue;  // uniform across the warp
       C s = dot_row(qr, k.row(b, h, j), g.d, lane) * scale;
       if (bias) s += bias[b * g.tk + j];
       if (s == -INFINITY) continue;  // a masked key (uniform across the warp)
@@ -138,6 +148,7 @@ __global__ void attention_backward_kernel(DeviceAttentionGeometry g, C scale, De
       C* dk_bh = dk + bh * g.tk * g.d;
       C* dv_bh = dv + bh * g.tk * g.dv;
       for (Index j = 0; j < end; ++j) {
+        if (g.other_segment(b, i, j)) continue;
         const C* kj = k.row(b, h, j);
         C s = dot_row(qr, kj, g.d, lane) * scale;
         if (bias) s += bias[b * g.tk + j];
@@ -299,7 +310,7 @@ __device__ inline void flash_mask(const DeviceAttentionGeometry& g, C scale, con
 #pragma unroll
     for (int i = 0; i < RM; ++i) {
       const Index row = q0 + ty * RM + i;
-      const bool hidden = g.causal && j > row + (g.tk - g.tq);
+      const bool hidden = (g.causal && j > row + (g.tk - g.tq)) || (j < g.tk && row < g.tq && g.other_segment(b, row, j));
       s[i][n] = hidden ? C(-INFINITY) : s[i][n] * scale + bj;
     }
   }

@@ -71,7 +71,7 @@ struct OpKernels<cuda> {
     return {v.data, v.sb, v.sh, v.st};
   }
   static cuda_backend::DeviceAttentionGeometry geometry(const cpu_backend::AttentionGeometry& g) {
-    return {g.batch, g.heads, g.tq, g.tk, g.d, g.dv, g.causal};
+    return {g.batch, g.heads, g.tq, g.tk, g.d, g.dv, g.causal, g.segments};
   }
   template <class C>
   static void attention_forward(const cpu_backend::AttentionGeometry& g, C scale, cpu_backend::AttentionView<C> q, cpu_backend::AttentionView<C> k,

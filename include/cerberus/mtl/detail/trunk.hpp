@@ -3,6 +3,8 @@
 #endif
 // Helpers the sharing strategies use on a trunk: what a trunk is (concepts), running a stack's
 // embedding and a range of its blocks, and deep copies of modules (fresh storage, same values).
+// Packed batches (Batch::segments / positions) reach the trunk through trunk_forward, embed and
+// run_blocks, which take an nn::Packing (undefined fields = not packed).
 //
 // Legend: B = batch, T = time, C = d_model.
 #pragma once
@@ -16,6 +18,7 @@
 #include "cerberus/mtl/heads.hpp"
 #include "cerberus/nn/config.hpp"
 #include "cerberus/nn/embedding.hpp"
+#include "cerberus/nn/packing.hpp"
 
 namespace cerberus::mtl {
 
@@ -61,17 +64,52 @@ HeadContext<typename S::element_type> trunk_context(S& s) {
   return {s.config().d_model, s.config().vocab_size, trunk_embedding(s)};
 }
 
-// Embedding lookup + positions + embedding dropout, as the stack's own forward does.
+// The packing of a batch (all rows), or of its rows `rows`.
+template <class T>
+nn::Packing<> packing_of(const Batch<T>& batch) {
+  return {batch.segments, batch.positions};
+}
+inline nn::Packing<> select_packing(const nn::Packing<>& packing, const Tensor<std::int64_t>& rows) {
+  auto take = [&](const Tensor<std::int64_t>& t) { return t.defined() ? index_select(t, 0, rows) : Tensor<std::int64_t>{}; };
+  return {take(packing.segments), take(packing.positions)};
+}
+
+// trunk.forward(ids, padding), with the packing when there is one: nn::Encoder takes it third,
+// nn::Decoder fifth (after memory and memory padding); a trunk of another type that takes none
+// refuses a packed batch.
+template <Trunk S>
+Tensor<typename S::element_type> trunk_forward(S& s, const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding,
+                                               const nn::Packing<>& packing) {
+  using T = typename S::element_type;
+  if (!packing.defined()) return s.forward(ids, padding);
+  if constexpr (requires { s.forward(ids, padding, packing); }) return s.forward(ids, padding, packing);
+  else if constexpr (requires { s.forward(ids, padding, Tensor<T>{}, Tensor<std::uint8_t>{}, packing); })
+    return s.forward(ids, padding, Tensor<T>{}, Tensor<std::uint8_t>{}, packing);
+  else
+    throw ValueError("[mtl] the trunk's forward takes no nn::Packing, so it cannot run a packed batch (segments / positions " +
+                     (packing.segments.defined() ? packing.segments.shape() : packing.positions.shape()).to_string() + ")");
+}
+
+// Embedding lookup + positions + embedding dropout, as the stack's own forward does (positions
+// per token when packed).
 template <BlockTrunk S>
-Tensor<typename S::element_type> embed(S& s, const Tensor<std::int64_t>& ids) {
+Tensor<typename S::element_type> embed(S& s, const Tensor<std::int64_t>& ids, const nn::Packing<>& packing = {}) {
+  if (packing.positions.defined()) return s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), packing.positions));
   return s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), 0));
 }
 
-// Blocks [begin, end) of `layers` on x [B, T, C].
+// Blocks [begin, end) of `layers` on x [B, T, C]; packing as the blocks take it (an encoder block
+// fourth, a decoder block sixth, after memory and memory padding).
 template <class Layers, class Positions, class T>
 Tensor<T> run_blocks(Layers& layers, std::size_t begin, std::size_t end, Tensor<T> x, const Tensor<std::uint8_t>& padding,
-                     const Positions& positions) {
-  for (std::size_t i = begin; i < end; ++i) x = layers[i].forward(x, padding, positions.rotary());
+                     const Positions& positions, const nn::Packing<>& packing = {}) {
+  for (std::size_t i = begin; i < end; ++i) {
+    if (!packing.defined()) x = layers[i].forward(x, padding, positions.rotary());
+    else if constexpr (requires { layers[i].forward(x, padding, positions.rotary(), packing); })
+      x = layers[i].forward(x, padding, positions.rotary(), packing);
+    else
+      x = layers[i].forward(x, padding, positions.rotary(), Tensor<T>{}, Tensor<std::uint8_t>{}, packing);
+  }
   return x;
 }
 

@@ -105,8 +105,10 @@ class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, 
     for (std::size_t k = 0; k < n_tasks; ++k) {
       if (!rows[k]) continue;
       const bool all = rows[k]->numel() == batch.size();
-      out[k] = adapted(k).forward(all ? batch.ids : index_select(batch.ids, 0, *rows[k]),
-                                  all ? batch.padding : detail::select_rows(batch.padding, *rows[k]));
+      Tr trunk_k = adapted(k);
+      out[k] = detail::trunk_forward(trunk_k, all ? batch.ids : index_select(batch.ids, 0, *rows[k]),
+                                     all ? batch.padding : detail::select_rows(batch.padding, *rows[k]),
+                                     all ? detail::packing_of(batch) : detail::select_packing(detail::packing_of(batch), *rows[k]));
     }
     return out;
   }

@@ -95,7 +95,7 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
   HeadContext<T> context(std::size_t task) { return detail::trunk_context(trunks[group_of[task]]); }
 
   // The G trunks' hidden states [B, T, C] on the whole batch, stitched after every block.
-  std::vector<Tensor<T>> stitched(const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding) {
+  std::vector<Tensor<T>> stitched(const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding, const nn::Packing<>& packing = {}) {
     const std::size_t layers = trunks.front().layers.size();
     const Tensor<T>& alpha = stitch.alpha;
     if (alpha.rank() != 3 || alpha.size(0) != static_cast<Index>(layers) || alpha.size(1) != static_cast<Index>(n_trunks) ||
@@ -103,10 +103,10 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
       throw ShapeError("[mtl::CrossStitch] stitch must be [" + std::to_string(layers) + ", " + std::to_string(n_trunks) + ", " +
                        std::to_string(n_trunks) + "] (blocks, trunks, trunks), got " + alpha.shape().to_string());
     std::vector<Tensor<T>> xs;
-    for (auto& t : trunks) xs.push_back(detail::embed(t, ids));
+    for (auto& t : trunks) xs.push_back(detail::embed(t, ids, packing));
     for (std::size_t l = 0; l < layers; ++l) {
       for (std::size_t g = 0; g < n_trunks; ++g)
-        xs[g] = detail::run_blocks(trunks[g].layers, l, l + 1, xs[g], padding, trunks[g].embed_positions);
+        xs[g] = detail::run_blocks(trunks[g].layers, l, l + 1, xs[g], padding, trunks[g].embed_positions, packing);
       const Shape shape = xs.front().shape();
       const Tensor<T> mixed = matmul(alpha.select(0, static_cast<Index>(l)), stack(xs, 0).view({static_cast<Index>(n_trunks), -1}));
       for (std::size_t g = 0; g < n_trunks; ++g) xs[g] = mixed.select(0, static_cast<Index>(g)).view(shape);
@@ -116,7 +116,7 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
   }
 
   std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const std::vector<Tensor<T>> xs = stitched(batch.ids, batch.padding);
+    const std::vector<Tensor<T>> xs = stitched(batch.ids, batch.padding, detail::packing_of(batch));
     std::vector<std::optional<Tensor<T>>> out(n_tasks);
     for (std::size_t k = 0; k < n_tasks; ++k) {
       if (!rows[k]) continue;

@@ -29,7 +29,7 @@ class HardSharing : public nn::Module<HardSharing<Tr, N>, typename Tr::element_t
   HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
 
   std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const Tensor<T> h = trunk.forward(batch.ids, batch.padding);
+    const Tensor<T> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
     std::vector<std::optional<Tensor<T>>> out(N);
     for (std::size_t k = 0; k < N; ++k)
       if (rows[k]) out[k] = rows[k]->numel() == h.size(0) ? h : index_select(h, 0, *rows[k]);

@@ -78,8 +78,9 @@ class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Sha
   HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
 
   std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    Tensor<T> x = detail::embed(trunk, batch.ids);
-    x = detail::run_blocks(trunk.layers, 0, trunk.layers.size(), x, batch.padding, trunk.embed_positions);
+    const nn::Packing<> packing = detail::packing_of(batch);
+    Tensor<T> x = detail::embed(trunk, batch.ids, packing);
+    x = detail::run_blocks(trunk.layers, 0, trunk.layers.size(), x, batch.padding, trunk.embed_positions, packing);
     std::vector<std::optional<Tensor<T>>> out(n_tasks);
     const auto routes = detail::group_routes(rows, group_of, n_groups);
     for (std::size_t g = 0; g < n_groups; ++g) {
@@ -87,8 +88,10 @@ class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Sha
       const bool all = routes[g].rows->numel() == x.size(0) && routes[g].parts.size() == 1;
       const Tensor<T> xg = all ? x : index_select(x, 0, *routes[g].rows);
       const Tensor<std::uint8_t> pg = all ? batch.padding : detail::select_rows(batch.padding, *routes[g].rows);
+      const nn::Packing<> packing_g = all ? packing : detail::select_packing(packing, *routes[g].rows);
       auto& upper = groups[g];
-      const Tensor<T> hg = upper.final_norm(detail::run_blocks(upper.layers, 0, upper.layers.size(), xg, pg, trunk.embed_positions));
+      const Tensor<T> hg =
+          upper.final_norm(detail::run_blocks(upper.layers, 0, upper.layers.size(), xg, pg, trunk.embed_positions, packing_g));
       detail::scatter_parts(routes[g], hg, out);
     }
     return out;

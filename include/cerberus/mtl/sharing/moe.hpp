@@ -97,7 +97,7 @@ class ExpertSharing : public nn::Module<ExpertSharing<Tr, Names, NShared, NSpeci
   }
 
   std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const Tensor<T> h = trunk.forward(batch.ids, batch.padding);
+    const Tensor<T> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
     const Tensor<T> shared_out = run(shared, h);  // [B, T, S, C]
     std::vector<std::optional<Tensor<T>>> out(n_tasks);
     for (std::size_t k = 0; k < n_tasks; ++k) {

@@ -72,8 +72,9 @@ class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, t
       if (!routes[g].rows) continue;
       const auto& r = *routes[g].rows;
       const bool all = r.numel() == batch.size() && routes[g].parts.size() == 1;
-      const Tensor<T> h = trunks[g].forward(all ? batch.ids : index_select(batch.ids, 0, r),
-                                            all ? batch.padding : detail::select_rows(batch.padding, r));
+      const Tensor<T> h = detail::trunk_forward(trunks[g], all ? batch.ids : index_select(batch.ids, 0, r),
+                                                all ? batch.padding : detail::select_rows(batch.padding, r),
+                                                all ? detail::packing_of(batch) : detail::select_packing(detail::packing_of(batch), r));
       detail::scatter_parts(routes[g], h, out);
     }
     return out;
