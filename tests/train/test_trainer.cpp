@@ -3,6 +3,7 @@
 #include "cerberus/train/trainer.hpp"
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -296,4 +297,20 @@ TEST_CASE("Trainer: a damaged state file is a clear error naming it", "[train][t
   o.checkpoint_dir = dir;
   train::Trainer t(run.model, run.optimizer, optim::ConstantLr(1e-3), run.batches, nullptr, o);
   CHECK_THROWS_WITH(t.resume(), Catch::Contains("state.safetensors"));
+}
+
+TEST_CASE("Trainer: a step with a NaN gradient makes no update", "[train][trainer]") {
+  Run run(3, 0.0);
+  const auto params = run.model.trainable_parameters();
+  // A NaN in the trunk's first weight reaches every gradient through the shared hidden states.
+  params[0].tensor.data()[0] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> before = params.back().tensor.contiguous().to_vector();
+  train::TrainerOptions o;
+  o.steps = 2;
+  o.progress = nullptr;
+  train::Trainer t(run.model, run.optimizer, optim::ConstantLr(1e-3), run.batches, nullptr, o);
+  const train::TrainResult r = t.run();
+  CHECK(r.skipped_steps == 2);
+  CHECK(run.optimizer.step_count() == 0);
+  CHECK(params.back().tensor.contiguous().to_vector() == before);
 }

@@ -125,8 +125,9 @@ struct GenerationOptions {
 };
 
 // What a classifier head read in training: InstructionBatches (Answer::label_only) feeds the
-// collate_lm row of the prompt with an empty target, [bos] prompt [sep] ([bos] prompt without sep
-// and eos); collate_classify feeds [bos] prompt [eos].
+// collate_lm row of the prompt with an empty target: the inputs [bos] prompt [sep] (bos and sep
+// where the CollateOptions ask for them; eos is only a target). collate_classify feeds
+// [bos] prompt [eos].
 enum class HeadPrompt { as_collate_lm, as_collate_classify };
 
 struct PredictOptions {

@@ -9,7 +9,9 @@
 // model.losses() and the model's loss weighting (backward adds into .grad()), plus the sharing
 // penalty; the summed gradients are then divided by `accumulation` (so a step is the mean over
 // the micro-batches whatever the weighting does with its losses), clipped to clip_norm, and the
-// optimizer steps with the schedule's learning rate for that step.
+// optimizer steps with the schedule's learning rate for that step. A step whose gradient norm is
+// NaN or inf makes no update (TrainResult::skipped_steps, a "skipped" log line); the schedule
+// follows the optimizer's own step count, so it does not advance either.
 //
 // Every eval_every steps (and after the last) evaluate(model) returns named metrics and one
 // selection score (higher is better, e.g. minus the mean validation loss). A better score by
@@ -115,6 +117,7 @@ struct TrainResult {
   double best_score = -std::numeric_limits<double>::infinity();
   std::int64_t best_step = -1;
   std::optional<Evaluation> last_evaluation;
+  std::int64_t skipped_steps = 0;  // steps whose gradient norm was NaN or inf: no update was made
   std::vector<double> step_losses;  // the total loss of every step this run() took (resume tests compare these)
   double seconds = 0;
 };
@@ -251,7 +254,12 @@ class Trainer {
       }
       if (options_.accumulation > 1) scale_gradients(params, 1.0 / options_.accumulation);
       const double norm = options_.clip_norm > 0 ? optim::clip_grad_norm(params, options_.clip_norm) : optim::grad_norm(params);
-      optimizer_.step();
+      if (std::isfinite(norm)) {
+        optimizer_.step();
+      } else {  // a NaN or inf gradient would poison every parameter and moment: skip the update
+        ++result.skipped_steps;
+        log("{\"event\": \"skipped\", \"step\": " + std::to_string(step_ + 1) + ", \"reason\": \"non-finite gradient norm\"}");
+      }
       ++step_;
       tokens_ += tokens;
       result.step_losses.push_back(total);
