@@ -20,7 +20,7 @@
 //   8. save            the model (task names, sharing and weighting in its metadata) and its tokenizer
 //
 // Usage: instruction_tuning [--quick] [--data DIR] [--out DIR] [--resume] [--steps N] [--stop-after N] [--seed S]
-//   --quick         small model, short runs: under two minutes on 2 cores (about 15 without it)
+//   --quick         small model, short runs: under two minutes on 2 cores (about 9 without it)
 //   --resume        continue the instruction tuning saved in --out (after --stop-after or a crash)
 // Exit status: 0 when every task's validation loss fell and sentiment beat the majority class on
 // the test split; 3 when training ran but did not learn that much; 1 on an error.

@@ -4,7 +4,7 @@
 # text (when runs/instruct/<mode>/pretrained/ does not hold one yet), then instruction-tuned jointly
 # to translate into French, summarize and judge sentiment, with a results table against baselines
 # and predictions for held-out inputs and the seed's "This is a test sentence.".
-# About 15 minutes on 2 cores; `scripts/run-example.sh --quick` takes under two. Extra arguments go
+# About 9 minutes on 2 cores (at most 15); `scripts/run-example.sh --quick` takes under two. Extra arguments go
 # to the example (see examples/instruction_tuning.cpp: --quick, --steps N, --stop-after N, --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
