@@ -3,10 +3,13 @@
 // to what collation feeds in training, KV-cache generation = the recompute path (greedy, sampling,
 // beam search; Hard and Soft), greedy = the argmax chain through model.forward, rank
 // classification = softmax of hand-computed log-probability sums, head classification = softmax of
-// the head's logits, batched = one at a time, seeded sampling repeats, and a model trained for a
-// few dozen steps predicts its toy tasks.
+// the head's logits, batched = one at a time, seeded sampling repeats, repetition_penalty and
+// no_repeat_ngram_size pass through to every decoding, and a model trained for a few dozen steps
+// predicts its toy tasks.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -112,6 +115,15 @@ std::vector<double> softmax(std::vector<double> x) {
   for (double& v : x) total += v = std::exp(v - mx);
   for (double& v : x) v /= total;
   return x;
+}
+
+// Whether a token at or after position `first_new` completes a bigram seen earlier in `seq`. The
+// prompt may repeat bigrams itself: no_repeat_ngram_size only constrains the tokens it chooses.
+bool new_token_repeats_a_bigram(const Ids& seq, std::size_t first_new) {
+  for (std::size_t j = std::max<std::size_t>(first_new, 1); j < seq.size(); ++j)
+    for (std::size_t i = 0; i + 1 < j; ++i)
+      if (seq[i] == seq[j - 1] && seq[i + 1] == seq[j]) return true;
+  return false;
 }
 
 }  // namespace
@@ -275,6 +287,57 @@ TEST_CASE("sampling and beam search give the same tokens with the KV cache as by
     CHECK(a.output_ids.size() >= 2);
     CHECK(a.output_ids == recomputing.predict("A dog barks.", "Summarize this article.").output_ids);
     CHECK(a.output_ids == cached.predict("A dog barks.", "Summarize this article.").output_ids);
+  }
+}
+
+TEST_CASE("repetition_penalty and no_repeat_ngram_size reach every decoding, with or without the KV cache") {
+  M model = make_model();
+  PredictOptions o = predict_options();
+  o.generation.max_new_tokens = 16;
+  o.generation.stop_at_eos = false;  // long outputs, where an untrained model repeats itself
+  const char* text = "The cat sleeps.";
+  const Ids plain = Predictor(model, tok, default_tasks(), o).predict_task("translate", text).output_ids;
+  o.generation.repetition_penalty = 1.3;
+  o.generation.no_repeat_ngram_size = 2;
+  Predictor cached(model, tok, default_tasks(), o);
+  o.use_kv_cache = false;
+  Predictor recomputing(model, tok, default_tasks(), o);
+  const Prediction a = cached.predict_task("translate", text);
+  CHECK(a.output_ids == recomputing.predict_task("translate", text).output_ids);
+  CHECK(a.output_ids != plain);
+
+  // By hand: the argmax chain through model.forward, after penalising the ids read so far
+  // (prompt included) and banning the tokens that would repeat a bigram.
+  model.eval();
+  NoGradGuard no_grad;
+  Ids seq = a.prompt_ids, expected;
+  for (Index n = 0; n < o.generation.max_new_tokens; ++n) {
+    std::vector<double> z = last_row(task_logits(model, 0, seq));
+    for (std::size_t id = 0; id < z.size(); ++id)
+      if (std::find(seq.begin(), seq.end(), static_cast<std::int64_t>(id)) != seq.end()) z[id] = z[id] < 0 ? z[id] * 1.3 : z[id] / 1.3;
+    for (std::size_t i = 0; i + 1 < seq.size(); ++i)
+      if (seq[i] == seq.back()) z[static_cast<std::size_t>(seq[i + 1])] = -std::numeric_limits<double>::infinity();
+    const auto next = static_cast<std::int64_t>(std::max_element(z.begin(), z.end()) - z.begin());
+    expected.push_back(next);
+    seq.push_back(next);
+  }
+  model.train();
+  CHECK(a.output_ids == expected);
+  CHECK_FALSE(new_token_repeats_a_bigram(seq, a.prompt_ids.size()));
+
+  // Sampling and beam search: the same tokens both ways, and no new token repeats a bigram.
+  for (const Decoding d : {Decoding::sampling, Decoding::beam_search}) {
+    o.generation.decoding = d;
+    o.generation.seed = 5;
+    o.generation.num_beams = 3;
+    o.use_kv_cache = true;
+    const Ids with_cache = Predictor(model, tok, default_tasks(), o).predict_task("translate", text).output_ids;
+    o.use_kv_cache = false;
+    const Prediction b = Predictor(model, tok, default_tasks(), o).predict_task("translate", text);
+    CHECK(b.output_ids == with_cache);
+    Ids all = b.prompt_ids;
+    all.insert(all.end(), b.output_ids.begin(), b.output_ids.end());
+    CHECK_FALSE(new_token_repeats_a_bigram(all, b.prompt_ids.size()));
   }
 }
 

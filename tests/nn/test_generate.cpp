@@ -2,9 +2,13 @@
 // Beam search is checked three ways: K = 1 equals greedy decoding; its reported score equals the
 // model's log-probability of the returned sequence recomputed from scratch (so the cache rows
 // really follow their beams); and on a hand-written step function it finds the best sequence
-// that greedy decoding misses, with eos, length penalty and min_new_tokens.
+// that greedy decoding misses, with eos, length penalty and min_new_tokens. Repetition control
+// (repetition_penalty, no_repeat_ngram_size) is checked on fixed logits against hand
+// computations, for generate_with and beam_search_with.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -65,7 +69,223 @@ nn::BeamSearchResult table_beam(TableModel m, const nn::BeamSearchOptions& o) {
                               prompt, o);
 }
 
+// A step function whose every row gets the same logits `row` at every step: whatever it picks
+// comes from the repetition rules, not from the model.
+struct FixedLogits {
+  std::vector<float> row;
+  Tensor<float> operator()(const Tensor<std::int64_t>& ids_new) const {
+    std::vector<float> out;
+    for (Index r = 0; r < ids_new.size(0); ++r) out.insert(out.end(), row.begin(), row.end());
+    return from_vector<float>(out, Shape{ids_new.size(0), static_cast<Index>(row.size())});
+  }
+};
+
+Tensor<std::int64_t> fixed_generate(const std::vector<float>& row, const std::vector<std::int64_t>& prompt, Index rows,
+                                    const nn::SamplingOptions& o) {
+  const FixedLogits step{row};
+  return nn::generate_with(step, from_vector<std::int64_t>(prompt, Shape{rows, static_cast<Index>(prompt.size()) / rows}), o);
+}
+
+nn::BeamSearchResult fixed_beam(const std::vector<float>& row, const std::vector<std::int64_t>& prompt, const nn::BeamSearchOptions& o) {
+  const FixedLogits step{row};
+  return nn::beam_search_with(step, [](const std::vector<Index>&) {}, from_vector<std::int64_t>(prompt, Shape{1, static_cast<Index>(prompt.size())}),
+                              o);
+}
+
+bool has_repeated_ngram(const std::vector<std::int64_t>& seq, std::size_t n) {
+  for (std::size_t i = 0; i + n <= seq.size(); ++i)
+    for (std::size_t j = i + 1; j + n <= seq.size(); ++j)
+      if (std::equal(seq.begin() + static_cast<std::ptrdiff_t>(i), seq.begin() + static_cast<std::ptrdiff_t>(i + n),
+                     seq.begin() + static_cast<std::ptrdiff_t>(j)))
+        return true;
+  return false;
+}
+
 }  // namespace
+
+TEST_CASE("repetition_penalty divides positive and multiplies negative scores of seen ids, once each") {
+  std::vector<double> scores{2.0, 1.5, -1.0, -0.5, 0.0, 3.0};
+  std::vector<char> seen;
+  nn::detail::penalise_repetitions(scores.data(), 6, {0, 2, 0, 4, 2, 7, -1}, 2.0, seen);  // 7 and -1: outside the vocab
+  CHECK(scores == std::vector<double>{1.0, 1.5, -2.0, -0.5, 0.0, 3.0});
+
+  // Greedy: 2.0 / 1.2 = 1.667 > 1.5 keeps token 0 although it occurs twice (penalised once);
+  // 2.0 / 1.4 = 1.43 < 1.5 switches to the unseen token 1.
+  nn::SamplingOptions o;
+  Generator gen(0);
+  const auto logits = from_vector<float>({2.0f, 1.5f, -3.0f}, Shape{1, 3});
+  const std::vector<std::vector<std::int64_t>> seen_twice{std::vector<std::int64_t>{0, 0}};
+  const std::vector<std::vector<std::int64_t>> seen_once{std::vector<std::int64_t>{0}};
+  o.repetition_penalty = 1.2;
+  CHECK(nn::choose_tokens(logits, o, gen, false, seen_twice)[0] == 0);
+  o.repetition_penalty = 1.4;
+  CHECK(nn::choose_tokens(logits, o, gen, false, seen_twice)[0] == 1);
+  // Negative logits: -1.0 * 1.05 = -1.05 > -1.1 keeps token 0; -1.0 * 1.2 = -1.2 < -1.1 does not.
+  const auto negative = from_vector<float>({-1.0f, -1.1f, -5.0f}, Shape{1, 3});
+  o.repetition_penalty = 1.05;
+  CHECK(nn::choose_tokens(negative, o, gen, false, seen_once)[0] == 0);
+  o.repetition_penalty = 1.2;
+  CHECK(nn::choose_tokens(negative, o, gen, false, seen_once)[0] == 1);
+  CHECK_THROWS_AS(nn::choose_tokens(negative, o, gen), ValueError);  // the rules need the ids so far
+  o.repetition_penalty = 0.0;
+  CHECK_THROWS_AS(nn::choose_tokens(negative, o, gen, false, seen_once), ValueError);
+}
+
+TEST_CASE("repetition_penalty in the generation loop: each row's prompt and new tokens count") {
+  // Logits 3, 2, 1, 0.5; penalty 2. Row 0, prompt [0]: 3 -> 1.5 < 2, so 1; then 0 (1.5) beats
+  // 1 (2 -> 1) and the unseen 2 (1), and stays. Row 1, prompt [1]: 2 -> 1 < 3, so 0, then 0 again.
+  const std::vector<float> row{3.0f, 2.0f, 1.0f, 0.5f};
+  nn::SamplingOptions o;
+  o.max_new_tokens = 4;
+  o.repetition_penalty = 2.0;
+  CHECK(fixed_generate(row, {0, 1}, 2, o).to_vector() == std::vector<std::int64_t>{0, 1, 0, 0, 0, 1, 0, 0, 0, 0});
+  o.repetition_penalty = 1.4;  // 3 / 1.4 = 2.14 > 2: never switches
+  CHECK(fixed_generate(row, {0}, 1, o).to_vector() == std::vector<std::int64_t>{0, 0, 0, 0, 0});
+}
+
+TEST_CASE("repetition_includes_prompt = false: the rules read the new tokens only") {
+  // Logits prefer 0, then 1, then 2, then 3; unigram banning. Prompt [0, 1]: with the prompt, 0 and
+  // 1 are banned from the start (2, 3, then everything is banned: argmax of all -inf is id 0); new
+  // tokens only: 0, 1, 2, 3.
+  const std::vector<float> row{4.0f, 3.0f, 2.0f, 1.0f};
+  nn::SamplingOptions o;
+  o.max_new_tokens = 4;
+  o.no_repeat_ngram_size = 1;
+  CHECK(fixed_generate(row, {0, 1}, 1, o).to_vector() == std::vector<std::int64_t>{0, 1, 2, 3, 0, 0});
+  o.repetition_includes_prompt = false;
+  CHECK(fixed_generate(row, {0, 1}, 1, o).to_vector() == std::vector<std::int64_t>{0, 1, 0, 1, 2, 3});
+  nn::BeamSearchOptions bo;
+  bo.num_beams = 1;
+  bo.max_new_tokens = 3;
+  bo.no_repeat_ngram_size = 1;
+  bo.repetition_includes_prompt = false;
+  CHECK(fixed_beam(row, {0, 1}, bo).sequences.to_vector() == std::vector<std::int64_t>{0, 1, 0, 1, 2});
+}
+
+TEST_CASE("no_repeat_ngram_size bans exactly the tokens completing an n-gram already present") {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> scores(6, 0.0);
+  // Trigrams: the last two tokens (1, 2) began (1, 2, 3) and (1, 2, 4): 3 and 4 are banned.
+  nn::detail::ban_repeated_ngrams(scores.data(), 6, {1, 2, 3, 1, 2, 4, 1, 2}, 3);
+  CHECK(scores == std::vector<double>{0, 0, 0, -inf, -inf, 0});
+  scores.assign(6, 0.0);
+  nn::detail::ban_repeated_ngrams(scores.data(), 6, {1, 2, 3, 2}, 1);  // unigrams: every id present
+  CHECK(scores == std::vector<double>{0, -inf, -inf, -inf, 0, 0});
+  scores.assign(6, 0.0);
+  nn::detail::ban_repeated_ngrams(scores.data(), 6, {1}, 3);  // shorter than n - 1: nothing
+  CHECK(scores == std::vector<double>(6, 0.0));
+
+  // Greedy over fixed logits 3, 2, 1, 0.5 with bigrams banned, by hand from prompt [0]:
+  //   [0]          no bigram yet                         -> 0
+  //   [0 0]        after 0: (0 0) seen, 0 banned          -> 1
+  //   [0 0 1]      nothing followed 1                     -> 0
+  //   [0 0 1 0]    after 0: 0, 1 banned                   -> 2
+  //   [.. 0 2]     -> 0, then after 0: 0, 1, 2 banned     -> 3, then 0.
+  const std::vector<float> row{3.0f, 2.0f, 1.0f, 0.5f};
+  nn::SamplingOptions o;
+  o.max_new_tokens = 7;
+  o.no_repeat_ngram_size = 2;
+  const auto g = fixed_generate(row, {0}, 1, o).to_vector();
+  CHECK(g == std::vector<std::int64_t>{0, 0, 1, 0, 2, 0, 3, 0});
+  CHECK_FALSE(has_repeated_ngram(g, 2));
+  // The prompt counts: after [0 0] the first new token cannot be 0; per row.
+  nn::SamplingOptions two;
+  two.max_new_tokens = 2;
+  two.no_repeat_ngram_size = 2;
+  CHECK(fixed_generate(row, {0, 0, 2, 1}, 2, two).to_vector() == std::vector<std::int64_t>{0, 0, 1, 0, 2, 1, 0, 0});
+  // Sampling never draws a banned token: after [0 0 1 0] the bigrams (0 0) and (0 1) ban 0 and 1.
+  o.temperature = 1.0;
+  o.max_new_tokens = 1;
+  for (std::uint64_t seed = 0; seed < 50; ++seed) {
+    o.seed = seed;
+    const auto s = fixed_generate(row, {0, 0, 1, 0}, 1, o).to_vector();
+    CHECK((s[4] == 2 || s[4] == 3));
+  }
+  o.no_repeat_ngram_size = -1;
+  CHECK_THROWS_AS(fixed_generate(row, {0}, 1, o), ValueError);
+}
+
+TEST_CASE("repetition control off is the old loop: choose_tokens without the ids so far") {
+  auto c = tiny();
+  Generator gen(31);
+  nn::DecoderOnly<float> model(c, gen);
+  const auto prompt = random_ids(2, 3, c.vocab_size, 5);
+  for (const double temperature : {0.0, 0.8}) {
+    nn::SamplingOptions o;
+    o.max_new_tokens = 6;
+    o.temperature = temperature;
+    o.top_k = 5;
+    o.seed = 3;
+    const auto out = nn::generate(model, prompt, o);
+    // The loop as it was before the repetition rules, by hand.
+    model.eval();
+    NoGradGuard no_grad;
+    auto cache = model.make_cache(2, 3 + 5);
+    Generator draws(o.seed);
+    std::vector<std::int64_t> rows[2] = {{}, {}};
+    Tensor<std::int64_t> next = prompt;
+    for (Index n = 0; n < o.max_new_tokens; ++n) {
+      const auto h = model.decoder.forward_step(next, cache);
+      const auto tokens = nn::choose_tokens(model.logits(h.slice(1, h.size(1) - 1, h.size(1))).select(1, 0), o, draws);
+      rows[0].push_back(tokens[0]);
+      rows[1].push_back(tokens[1]);
+      next = from_vector<std::int64_t>(tokens, Shape{2, 1});
+    }
+    model.train();
+    const auto p = prompt.to_vector();
+    std::vector<std::int64_t> expected(p.begin(), p.begin() + 3);
+    expected.insert(expected.end(), rows[0].begin(), rows[0].end());
+    expected.insert(expected.end(), p.begin() + 3, p.end());
+    expected.insert(expected.end(), rows[1].begin(), rows[1].end());
+    CHECK(out.to_vector() == expected);
+  }
+}
+
+TEST_CASE("beam search: repetition rules act per beam on log-probabilities (Hugging Face)") {
+  // Logits log p + 5 for p = 0.2, 0.5, 0.3: log-probabilities -1.609, -0.693, -1.204.
+  const std::vector<float> row{static_cast<float>(std::log(0.2) + 5), static_cast<float>(std::log(0.5) + 5),
+                               static_cast<float>(std::log(0.3) + 5)};
+  nn::BeamSearchOptions o;
+  o.num_beams = 1;
+  o.max_new_tokens = 3;
+  o.length_penalty = 0.0;
+  CHECK(fixed_beam(row, {1}, o).sequences.to_vector() == std::vector<std::int64_t>{1, 1, 1, 1});
+  // Penalty 1.5 on the prompt's token 1: its log-probability -0.693 * 1.5 = -1.04 still beats
+  // -1.204, so beam search keeps 1, while greedy, penalising the raw logit 4.31 / 1.5 = 2.87 below
+  // 3.80, switches to 2: the processors see log-probabilities in beam search, logits otherwise.
+  o.repetition_penalty = 1.5;
+  CHECK(fixed_beam(row, {1}, o).sequences.to_vector() == std::vector<std::int64_t>{1, 1, 1, 1});
+  nn::SamplingOptions greedy;
+  greedy.max_new_tokens = 1;
+  greedy.repetition_penalty = 1.5;
+  CHECK(fixed_generate(row, {1}, 1, greedy).to_vector() == std::vector<std::int64_t>{1, 2});
+  // Penalty 2: 1 -> -1.386, so 2 (-1.204); then 2 -> -2.408 and 1 (-1.386) beats 0 (-1.609), twice.
+  // The score sums the penalised log-probabilities.
+  o.repetition_penalty = 2.0;
+  auto r = fixed_beam(row, {1}, o);
+  CHECK(r.sequences.to_vector() == std::vector<std::int64_t>{1, 2, 1, 1});
+  CHECK(std::abs(r.scores[0] - (std::log(0.3) + 4 * std::log(0.5))) < 1e-5);
+
+  // Bigrams banned, two beams, by hand from prompt [1]:
+  //   step 1: [1] 0.5, [2] 0.3
+  //   step 2: beam [1 1] bans 1: 2 -> 0.15, 0 -> 0.1; beam [1 2]: 1 -> 0.15 (tie: lower beam first)
+  //   step 3: [1 1 2] -> 1: 0.075 (nothing followed 2); [1 2 1] bans 2, 1 -> 0.075
+  // so [1 1 2 1] (the lower beam on the tie), with score log 0.075; without the rule, [1 1 1 1].
+  o.repetition_penalty = 1.0;
+  o.num_beams = 2;
+  CHECK(fixed_beam(row, {1}, o).sequences.to_vector() == std::vector<std::int64_t>{1, 1, 1, 1});
+  o.no_repeat_ngram_size = 2;
+  r = fixed_beam(row, {1}, o);
+  CHECK(r.sequences.to_vector() == std::vector<std::int64_t>{1, 1, 2, 1});
+  CHECK(std::abs(r.scores[0] - std::log(0.075)) < 1e-5);
+  o.max_new_tokens = 5;
+  for (const Index k : {1, 2, 3}) {
+    o.num_beams = k;
+    CHECK_FALSE(has_repeated_ngram(fixed_beam(row, {1}, o).sequences.to_vector(), 2));
+  }
+  o.repetition_penalty = -1.0;
+  CHECK_THROWS_AS(fixed_beam(row, {1}, o), ValueError);
+}
 
 TEST_CASE("top-p: a tiny nucleus is greedy; the nucleus holds exactly the tokens reaching p") {
   auto c = tiny();

@@ -34,7 +34,8 @@
 // What each task does, decided at construction from its kind and its head type:
 //   generation + LMHead                 text: greedy, sampling (temperature / top-k / top-p, seeded)
 //                                       or beam search (nn::generate_with / nn::beam_search_with),
-//                                       max/min new tokens, stop at eos
+//                                       max/min new tokens, stop at eos, repetition_penalty and
+//                                       no_repeat_ngram_size over prompt + new tokens
 //   classification + SequenceClassifier label = argmax, probabilities = softmax of the head's
 //                                       logits [B, N] (N must be the number of options)
 //   classification + LMHead             rank classification: each option o is scored
@@ -110,6 +111,11 @@ struct GenerationOptions {
   Index max_new_tokens = 32;  // eos included
   Index min_new_tokens = 0;   // eos is not chosen before this many new tokens
   bool stop_at_eos = true;    // false: always max_new_tokens tokens (eos may still be among them)
+  // Every decoding (nn::SamplingOptions' rules; beam search applies them to log-probabilities),
+  // over the whole sequence the model reads: [bos] prompt [sep] and the new tokens.
+  double repetition_penalty = 1.0;  // 1 = off; > 1 (e.g. 1.2) discourages ids already present
+  Index no_repeat_ngram_size = 0;   // 0 = off; n: no n-gram of tokens occurs twice
+  bool repetition_includes_prompt = true;  // false: the two rules read the new tokens only
   // Decoding::sampling (nn::SamplingOptions' rules):
   double temperature = 1.0;
   Index top_k = 0;     // 0 = every token
@@ -593,6 +599,9 @@ class Predictor {
           bo.early_stopping = g.early_stopping;
           bo.eos_id = eos;
           bo.pad_id = tok_.pad_id();
+          bo.repetition_penalty = g.repetition_penalty;
+          bo.no_repeat_ngram_size = g.no_repeat_ngram_size;
+          bo.repetition_includes_prompt = g.repetition_includes_prompt;
           const nn::BeamSearchResult r = nn::beam_search_with(step, reorder, prompt, bo);
           const std::vector<std::int64_t> seq = r.sequences.to_vector();
           tokens.assign(seq.begin() + t0, seq.begin() + t0 + r.lengths[0]);
@@ -605,6 +614,9 @@ class Predictor {
           so.top_p = g.top_p;
           so.seed = g.seed;
           so.eos_id = eos;
+          so.repetition_penalty = g.repetition_penalty;
+          so.no_repeat_ngram_size = g.no_repeat_ngram_size;
+          so.repetition_includes_prompt = g.repetition_includes_prompt;
           const std::vector<std::int64_t> seq = nn::generate_with(step, prompt, so).to_vector();
           tokens.assign(seq.begin() + t0, seq.end());
         }

@@ -21,6 +21,14 @@
 // reach the worst kept one (Hugging Face's heuristic). The loop stops when every row is done or
 // after max_new_tokens; live beams are then counted as hypotheses. Before min_new_tokens new
 // tokens eos_id gets log-probability -inf. With K = 1 and early_stopping this is greedy decoding.
+//
+// Repetition control (generate.hpp's rules, per beam, on the beam's own ids: prompt + its new
+// tokens): as in Hugging Face's beam search, the processors act on the log-softmax scores, not on
+// the logits, and the result is not renormalised: repetition_penalty multiplies the
+// log-probability of every id already in the beam (log-probabilities are <= 0, so it only lowers
+// them; an exact 0 stays 0), no_repeat_ngram_size gives -inf to the tokens that would complete an
+// n-gram already in the beam. The penalised scores are what the beam scores sum, so a
+// hypothesis' score then differs from its model log-probability, as it does in Hugging Face.
 #pragma once
 
 #include <algorithm>
@@ -43,6 +51,9 @@ struct BeamSearchOptions {
   bool early_stopping = true;   // a row is done as soon as it has num_beams finished hypotheses
   std::int64_t eos_id = -1;     // -1 = none: every hypothesis runs to max_new_tokens
   std::int64_t pad_id = -1;     // fills shorter results; -1 = eos_id (0 when there is no eos)
+  double repetition_penalty = 1.0;  // > 0; 1 = off (SamplingOptions' rule, on log-probabilities)
+  Index no_repeat_ngram_size = 0;   // 0 = off; n: no n-gram occurs twice in a beam's ids
+  bool repetition_includes_prompt = true;  // false: the rules read the beam's new tokens only
 };
 
 struct BeamSearchResult {
@@ -112,6 +123,8 @@ BeamSearchResult beam_search_with(Step&& step, Reorder&& reorder, const Tensor<s
   if (o.num_beams < 1) throw ValueError("[beam_search] num_beams must be >= 1, got " + std::to_string(o.num_beams));
   if (o.max_new_tokens < 1) throw ValueError("[beam_search] max_new_tokens must be >= 1, got " + std::to_string(o.max_new_tokens));
   if (o.min_new_tokens < 0) throw ValueError("[beam_search] min_new_tokens must be >= 0, got " + std::to_string(o.min_new_tokens));
+  detail::check_repetition_options(o.repetition_penalty, o.no_repeat_ngram_size, "beam_search");
+  const bool repetition_rules = o.repetition_penalty != 1.0 || o.no_repeat_ngram_size > 0;
   NoGradGuard generation_is_not_recorded;
   const Index b = prompt.size(0), t0 = prompt.size(1), k = o.num_beams, bk = b * k;
   const double neg_inf = -std::numeric_limits<double>::infinity();
@@ -135,12 +148,23 @@ BeamSearchResult beam_search_with(Step&& step, Reorder&& reorder, const Tensor<s
     std::int64_t token;
   };
   std::vector<Candidate> candidates;
+  std::vector<std::int64_t> beam_sequence;  // prompt + one beam's new tokens, for the repetition rules
+  std::vector<char> seen;
   for (Index n = 0; n < o.max_new_tokens; ++n) {
     const auto logits = step(next);
     if (logits.rank() != 2 || logits.size(0) != bk)
       throw ShapeError("[beam_search] step must return logits [B*K, V] = [" + std::to_string(bk) + ", V], got " + logits.shape().to_string());
     const Index v = logits.size(1);
     detail::log_softmax_rows(logits, logp, n < o.min_new_tokens ? o.eos_id : -1);
+    if (repetition_rules)
+      for (Index i = 0; i < bk; ++i) {
+        if (done[static_cast<std::size_t>(i / k)]) continue;  // its candidates are never read
+        if (o.repetition_includes_prompt) beam_sequence.assign(ids.begin() + (i / k) * t0, ids.begin() + (i / k + 1) * t0);
+        else beam_sequence.clear();
+        const auto& tail = beam_tokens[static_cast<std::size_t>(i)];
+        beam_sequence.insert(beam_sequence.end(), tail.begin(), tail.end());
+        detail::apply_repetition_rules(logp.data() + i * v, v, beam_sequence, o.repetition_penalty, o.no_repeat_ngram_size, seen);
+      }
 
     std::vector<Index> src(static_cast<std::size_t>(bk));
     std::vector<std::int64_t> column(static_cast<std::size_t>(bk));

@@ -1,4 +1,4 @@
-// Text generation with a KV cache: greedy, temperature and top-k sampling.
+// Text generation with a KV cache: greedy, temperature / top-k / top-p sampling, repetition control.
 //
 // Legend: B = batch, T0 = prompt length, N = new tokens (<= max_new_tokens), V = vocab, S = source.
 //   generate(DecoderOnly& model, prompt int64 [B, T0], options)                      -> [B, T0 + N]
@@ -8,6 +8,16 @@
 // The prompt is run once; each later step feeds only the token just chosen, so N new tokens cost
 // N cache appends, one attention row each. Only the last position's hidden state goes through the
 // LM head. Generation runs in eval mode (restored afterwards) and records nothing (NoGradGuard).
+//
+// Repetition control (Hugging Face's logits processors, applied to each row before anything
+// below, with the row's ids so far: prompt + new tokens): repetition_penalty (CTRL, Keskar et al.
+// 2019; 1 = off) divides the logit of every id present so far by the penalty if it is positive
+// and multiplies it if negative (each id once, however often it occurs); no_repeat_ngram_size = n
+// (0 = off) gives -inf to every token that would complete an n-gram already present in the row
+// (with n = 1: every id present so far). Both read the sequence, not the step function, so they
+// act the same with a KV cache and without. repetition_includes_prompt = false (not a Hugging Face
+// option) makes them read the new tokens only: a translation or summary may then copy names and
+// phrases from its input, and only its own loops are penalised.
 //
 // Choosing a token from a row of logits: temperature == 0 takes the argmax (greedy, first index
 // on ties); otherwise, in the usual order (Hugging Face's warpers), the logits are divided by the
@@ -43,6 +53,9 @@ struct SamplingOptions {
   double top_p = 1.0;        // nucleus sampling; 1 = every token
   std::uint64_t seed = 0;
   std::int64_t eos_id = -1;  // -1 = no end-of-sequence token
+  double repetition_penalty = 1.0;  // > 0; 1 = off; > 1 discourages ids already in the sequence
+  Index no_repeat_ngram_size = 0;   // 0 = off; n: no n-gram occurs twice in prompt + new tokens
+  bool repetition_includes_prompt = true;  // false: the two rules above read the new tokens only
 };
 
 namespace detail {
@@ -58,23 +71,77 @@ inline double keep_nucleus(std::vector<double>& w, double total, double top_p, s
   for (; j < order.size(); ++j) w[static_cast<std::size_t>(order[j])] = 0.0;
   return kept;
 }
+
+inline void check_repetition_options(double repetition_penalty, Index no_repeat_ngram_size, const char* who) {
+  if (!(repetition_penalty > 0.0))
+    throw ValueError(std::string("[") + who + "] repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+  if (no_repeat_ngram_size < 0)
+    throw ValueError(std::string("[") + who + "] no_repeat_ngram_size must be >= 0, got " + std::to_string(no_repeat_ngram_size));
+}
+
+// Hugging Face's RepetitionPenaltyLogitsProcessor on one row of scores [V]: every id of `sequence`
+// (ids outside [0, V) are skipped) is penalised once. `seen` is scratch space.
+inline void penalise_repetitions(double* scores, Index v, const std::vector<std::int64_t>& sequence, double penalty, std::vector<char>& seen) {
+  if (penalty == 1.0) return;
+  seen.assign(static_cast<std::size_t>(v), 0);
+  for (const std::int64_t id : sequence) {
+    if (id < 0 || id >= v || seen[static_cast<std::size_t>(id)]) continue;
+    seen[static_cast<std::size_t>(id)] = 1;
+    double& s = scores[id];
+    s = s < 0 ? s * penalty : s / penalty;
+  }
+}
+
+// Hugging Face's NoRepeatNGramLogitsProcessor on one row of scores [V]: with n-grams of `n`
+// tokens, every earlier n-gram of `sequence` whose first n - 1 tokens equal the sequence's last
+// n - 1 bans its last token. Nothing is banned while the sequence is shorter than n - 1.
+inline void ban_repeated_ngrams(double* scores, Index v, const std::vector<std::int64_t>& sequence, Index n) {
+  const auto len = static_cast<Index>(sequence.size());
+  if (n <= 0 || len + 1 < n) return;
+  const auto tail = sequence.end() - (n - 1);  // the n - 1 tokens a new token would follow
+  for (Index start = 0; start + n <= len; ++start) {
+    const auto gram = sequence.begin() + start;
+    if (!std::equal(gram, gram + (n - 1), tail)) continue;
+    const std::int64_t banned = gram[n - 1];
+    if (banned >= 0 && banned < v) scores[banned] = -std::numeric_limits<double>::infinity();
+  }
+}
+
+// Both repetition rules on one row of scores [V] (penalty first, as Hugging Face orders them).
+inline void apply_repetition_rules(double* scores, Index v, const std::vector<std::int64_t>& sequence, double penalty, Index ngram_size,
+                                   std::vector<char>& seen) {
+  penalise_repetitions(scores, v, sequence, penalty, seen);
+  ban_repeated_ngrams(scores, v, sequence, ngram_size);
+}
 }  // namespace detail
 
 // One token per row of logits [B, V]; see the top of this file.
 // suppress_eos: options.eos_id may not be chosen (min_new_tokens not reached yet).
+// sequences: each row's ids so far (prompt + new tokens), read by the repetition rules; empty =
+// no history, which only the defaults (both rules off) accept.
 template <FloatElement T>
-std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingOptions& options, Generator& gen, bool suppress_eos = false) {
+std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingOptions& options, Generator& gen, bool suppress_eos = false,
+                                        const std::vector<std::vector<std::int64_t>>& sequences = {}) {
   if (logits.rank() != 2) throw ShapeError("[generate] next-token logits must be [B, V], got " + logits.shape().to_string());
   if (!(options.temperature >= 0.0)) throw ValueError("[generate] temperature must be >= 0, got " + std::to_string(options.temperature));
   if (!(options.top_p > 0.0 && options.top_p <= 1.0)) throw ValueError("[generate] top_p must be in (0, 1], got " + std::to_string(options.top_p));
+  detail::check_repetition_options(options.repetition_penalty, options.no_repeat_ngram_size, "generate");
   const Index b = logits.size(0), v = logits.size(1);
+  const bool repetition_rules = options.repetition_penalty != 1.0 || options.no_repeat_ngram_size > 0;
+  if (repetition_rules && static_cast<Index>(sequences.size()) != b)
+    throw ValueError("[generate] repetition_penalty / no_repeat_ngram_size need the ids so far of each of the " + std::to_string(b) +
+                     " rows, got " + std::to_string(sequences.size()));
   const Tensor<T> rows = logits.contiguous();
   std::vector<std::int64_t> out(static_cast<std::size_t>(b));
   std::vector<double> p(static_cast<std::size_t>(v)), sorted;
   std::vector<Index> order;
+  std::vector<char> seen;
   for (Index r = 0; r < b; ++r) {
     const T* row = rows.data() + r * v;
     for (Index j = 0; j < v; ++j) p[static_cast<std::size_t>(j)] = static_cast<double>(static_cast<compute_t<T>>(row[j]));
+    if (repetition_rules)
+      detail::apply_repetition_rules(p.data(), v, sequences[static_cast<std::size_t>(r)], options.repetition_penalty,
+                                     options.no_repeat_ngram_size, seen);
     if (suppress_eos && options.eos_id >= 0 && options.eos_id < v) p[static_cast<std::size_t>(options.eos_id)] = -std::numeric_limits<double>::infinity();
     if (options.temperature == 0.0) {
       out[static_cast<std::size_t>(r)] = std::max_element(p.begin(), p.end()) - p.begin();
@@ -114,33 +181,36 @@ Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prom
   if (options.min_new_tokens < 0) throw ValueError("[generate] min_new_tokens must be >= 0, got " + std::to_string(options.min_new_tokens));
   NoGradGuard generation_is_not_recorded;
   Generator gen(options.seed);
+  detail::check_repetition_options(options.repetition_penalty, options.no_repeat_ngram_size, "generate");
   const Index b = prompt.size(0), t0 = prompt.size(1);
-  std::vector<std::int64_t> ids = prompt.to_vector();  // row-major [B, T0], grown column by column
-  std::vector<std::vector<std::int64_t>> generated(static_cast<std::size_t>(b));
+  const std::vector<std::int64_t> ids = prompt.to_vector();  // row-major [B, T0]
+  std::vector<std::vector<std::int64_t>> sequences(static_cast<std::size_t>(b));  // each row's prompt + new tokens
+  for (Index r = 0; r < b; ++r) sequences[static_cast<std::size_t>(r)].assign(ids.begin() + r * t0, ids.begin() + (r + 1) * t0);
+  // What the repetition rules read: the same rows, without the prompt when asked.
+  std::vector<std::vector<std::int64_t>> history =
+      options.repetition_includes_prompt ? sequences : std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(b));
   std::vector<bool> finished(static_cast<std::size_t>(b), false);
   Tensor<std::int64_t> next = prompt;
   for (Index n = 0; n < options.max_new_tokens; ++n) {
-    const auto tokens = choose_tokens(step(next), options, gen, n < options.min_new_tokens);
+    const auto tokens = choose_tokens(step(next), options, gen, n < options.min_new_tokens, history);
     std::vector<std::int64_t> column(static_cast<std::size_t>(b));
     bool all_done = true;
     for (Index r = 0; r < b; ++r) {
       const auto i = static_cast<std::size_t>(r);
       column[i] = finished[i] ? options.eos_id : tokens[i];
-      generated[i].push_back(column[i]);
+      sequences[i].push_back(column[i]);
+      history[i].push_back(column[i]);
       finished[i] = finished[i] || (options.eos_id >= 0 && column[i] == options.eos_id);
       all_done = all_done && finished[i];
     }
     if (all_done || n + 1 == options.max_new_tokens) break;
     next = from_vector<std::int64_t>(column, Shape{b, 1});
   }
-  const Index n = generated.empty() ? 0 : static_cast<Index>(generated[0].size());
+  const Index length = sequences.empty() ? t0 : static_cast<Index>(sequences[0].size());
   std::vector<std::int64_t> result;
-  result.reserve(static_cast<std::size_t>(b * (t0 + n)));
-  for (Index r = 0; r < b; ++r) {
-    result.insert(result.end(), ids.begin() + r * t0, ids.begin() + (r + 1) * t0);
-    result.insert(result.end(), generated[static_cast<std::size_t>(r)].begin(), generated[static_cast<std::size_t>(r)].end());
-  }
-  return from_vector<std::int64_t>(result, Shape{b, t0 + n});
+  result.reserve(static_cast<std::size_t>(b * length));
+  for (const auto& row : sequences) result.insert(result.end(), row.begin(), row.end());
+  return from_vector<std::int64_t>(result, Shape{b, length});
 }
 
 namespace detail {
