@@ -65,10 +65,7 @@ Row train_and_evaluate(const std::string& name, const Options& opt, const Plan& 
 
   std::map<std::string, std::vector<instruct::Example>> test;
   for (const auto& spec : tasks) test[spec.name] = all_test.at(spec.name);
-  instruct::PredictOptions po;
-  po.collate = collate;
-  po.generation.max_new_tokens = plan.max_new_tokens;
-  instruct::Predictor predictor(model, tok, tasks, po);
+  instruct::Predictor predictor(model, tok, tasks, predict_options(plan, tok));
   Row row = model_row(name, predictor, test);
   std::printf("   %-28s %.2fM parameters, %lld steps, %.0f s\n", name.c_str(), static_cast<double>(model.num_parameters()) / 1e6,
               static_cast<long long>(result.steps), seconds_since(start));

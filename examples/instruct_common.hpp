@@ -333,6 +333,19 @@ inline instruct::CollateOptions collate_options(const Plan& plan, const tokenize
   return c;
 }
 
+// How the examples predict: prompts built as in training; greedy decoding that never repeats a
+// 3-gram of its own output and discourages its own repeated tokens (x 1/1.2), while the input's
+// words stay free to copy (names, phrases a summary lifts).
+inline instruct::PredictOptions predict_options(const Plan& plan, const tokenizer::Tokenizer& tok) {
+  instruct::PredictOptions po;
+  po.collate = collate_options(plan, tok);
+  po.generation.max_new_tokens = plan.max_new_tokens;
+  po.generation.no_repeat_ngram_size = 3;
+  po.generation.repetition_penalty = 1.2;
+  po.generation.repetition_includes_prompt = false;
+  return po;
+}
+
 // ---- 4. validation while training -----------------------------------------------------------------------
 // Fixed validation batches (template 0), made once.
 inline std::vector<mtl::Batch<float>> validation_batches(const std::vector<instruct::TaskData>& tasks, const tokenizer::Tokenizer& tok,

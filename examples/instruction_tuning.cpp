@@ -156,14 +156,11 @@ int main(int argc, char** argv) try {
   for (const auto& t : task_data(tasks, splits, data::Split::test, plan.test_examples)) test[t.spec.name] = t.examples;
   for (const auto& s : splits)
     if (s.name == "sentiment") test["sentiment"] = examples_of(s.test);  // all of it: classification is cheap
-  instruct::PredictOptions po;
-  po.collate = collate;
-  po.generation.max_new_tokens = plan.max_new_tokens;
-  instruct::Predictor predictor(model, tok, tasks, po);
+  instruct::Predictor predictor(model, tok, tasks, predict_options(plan, tok));
   const auto t_eval = Clock::now();
   std::vector<Row> rows = baseline_rows(splits, test, opt.data_dir);
   rows.push_back(model_row("cerberus (this run)", predictor, test));
-  std::printf("\n6. results   on held-out test examples (sentiment %zu, translate %zu, summarize %zu; greedy decoding), %.0f s\n",
+  std::printf("\n6. results   on held-out test examples (sentiment %zu, translate %zu, summarize %zu; greedy decoding without repeated 3-grams), %.0f s\n",
               test["sentiment"].size(), test["translate"].size(), test["summarize"].size(), seconds_since(t_eval));
   print_table(rows, table_columns());
 
