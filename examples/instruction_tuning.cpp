@@ -145,8 +145,8 @@ int main(int argc, char** argv) try {
     return 0;
   }
   std::printf("             %lld steps, %.2fM tokens in %.0f s (%s tok/s)%s; best validation at step %lld\n", static_cast<long long>(result.steps),
-              static_cast<double>(result.tokens) / 1e6, result.seconds,
-              train::human_count(result.seconds > 0 ? static_cast<double>(result.tokens) / result.seconds : 0).c_str(),
+              static_cast<double>(result.tokens_this_run) / 1e6, result.seconds,
+              train::human_count(result.seconds > 0 ? static_cast<double>(result.tokens_this_run) / result.seconds : 0).c_str(),
               result.stopped_early ? ", stopped early" : "", static_cast<long long>(result.best_step));
   io::load_checkpoint((to.checkpoint_dir / "best.safetensors").string(), model.trainable_parameters());
   const train::Evaluation last = result.last_evaluation ? *result.last_evaluation : first;

@@ -197,6 +197,8 @@ TEST_CASE("Trainer: a run interrupted and resumed gives the uninterrupted run's 
   }
   CHECK(flat_parameters(second.model) == flat_parameters(full.model));
   CHECK(r_second.best_step == r_full.best_step);
+  CHECK(r_second.tokens == r_full.tokens);  // the whole run's, restored from the state
+  CHECK(r_first.tokens_this_run + r_second.tokens_this_run == r_full.tokens_this_run);
   // Only the model file the state names is kept.
   int model_files = 0;
   for (const auto& e : fs::directory_iterator(dir_cut)) model_files += e.path().filename().string().starts_with("model-");

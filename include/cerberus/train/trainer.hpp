@@ -111,7 +111,8 @@ struct TrainerOptions {
 
 struct TrainResult {
   std::int64_t steps = 0;  // the step count at the end
-  std::int64_t tokens = 0;
+  std::int64_t tokens = 0;          // in the whole run, steps before a resume included
+  std::int64_t tokens_this_run = 0;  // in this call of run() (with `seconds`, its throughput)
   bool stopped_early = false;  // patience ran out
   bool interrupted = false;    // stop_after
   double best_score = -std::numeric_limits<double>::infinity();
@@ -215,6 +216,7 @@ class Trainer {
 
   TrainResult run() {
     const auto start = std::chrono::steady_clock::now();
+    const std::int64_t tokens_at_start = tokens_;
     TrainResult result;
     const nn::ParameterList<float> params = model_.trainable_parameters();
     ProgressBar bar(options_.steps, options_.progress, options_.progress_every);
@@ -293,6 +295,7 @@ class Trainer {
     log("{\"event\": \"stop\", \"step\": " + std::to_string(step_) + ", \"reason\": " + io::Json(stop_reason).dump() + "}");
     result.steps = step_;
     result.tokens = tokens_;
+    result.tokens_this_run = tokens_ - tokens_at_start;
     result.best_score = best_score_;
     result.best_step = best_step_;
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
