@@ -39,6 +39,7 @@
 #include "cerberus/tokenizer.hpp"
 #include "cerberus/train/progress.hpp"
 #include "cerberus/train/trainer.hpp"
+#include "example_support.hpp"
 
 namespace instruct_example {
 
@@ -47,18 +48,12 @@ namespace fs = std::filesystem;
 using Id = std::int64_t;
 using Clock = std::chrono::steady_clock;
 
-inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+using example_support::seconds_since;
+using example_support::token_stream;
+using example_support::usage_error;
 
 // ---- options and modes ----------------------------------------------------------------------------
-struct Options {
-  fs::path data_dir = "data";
-  fs::path out_dir;  // default runs/instruct/<mode>
-  bool quick = false;
-  bool resume = false;
-  std::int64_t steps = 0;       // instruction-tuning steps; 0 = the mode's default
-  std::int64_t stop_after = 0;  // stop (and save) after this step, as if interrupted
-  std::uint64_t seed = 1;
-};
+using Options = example_support::RunOptions;
 
 struct Plan {
   const char* name;
@@ -111,41 +106,9 @@ inline Plan plan_for(const Options& o) {
   return p;
 }
 
-[[noreturn]] inline void usage_error(const char* program, const std::string& what) {
-  throw ValueError(std::string("[") + program + "] " + what + " (usage: " + program +
-                   " [--quick] [--data DIR] [--out DIR] [--resume] [--steps N] [--stop-after N] [--seed S])");
-}
-
 inline Options parse_options(const char* program, int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(program, "option " + std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    auto number = [&](std::string_view name) -> std::int64_t {
-      const std::string v = value();
-      std::size_t used = 0;
-      long long n = -1;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-      }
-      if (used != v.size() || n < 0) usage_error(program, std::string(name) + " expects a non-negative integer, got '" + v + "'");
-      return n;
-    };
-    if (a == "--quick") o.quick = true;
-    else if (a == "--resume") o.resume = true;
-    else if (a == "--data") o.data_dir = value();
-    else if (a == "--out") o.out_dir = value();
-    else if (a == "--steps") o.steps = number(a);
-    else if (a == "--stop-after") o.stop_after = number(a);
-    else if (a == "--seed") o.seed = static_cast<std::uint64_t>(number(a));
-    else usage_error(program, "unknown option '" + std::string(a) + "'");
-  }
+  Options o = example_support::parse_run_options(program, argc, argv, "runs/instruct");
   if (o.steps == 1) usage_error(program, "--steps must be at least 2 (one warm-up step, then the schedule)");
-  if (o.out_dir.empty()) o.out_dir = fs::path("runs/instruct") / (o.quick ? "quick" : "full");
   return o;
 }
 
@@ -182,18 +145,6 @@ struct PretrainedLm {
 };
 
 inline std::string config_json(const nn::TransformerConfig& c) { return io::to_json(c).dump(); }
-
-inline std::vector<Id> token_stream(const tokenizer::Tokenizer& tok, const std::vector<data::Document>& docs) {
-  std::vector<Id> stream;
-  for (const auto& d : docs) {
-    for (const auto& p : d.paragraphs) {
-      const std::vector<Id> ids = tok.encode(p);
-      stream.insert(stream.end(), ids.begin(), ids.end());
-    }
-    stream.push_back(tok.eos_id());
-  }
-  return stream;
-}
 
 // Loads runs/.../pretrained/ when it holds a model of this mode's shape; otherwise pre-trains one
 // (tokenizer, then next-token prediction on the text) and saves it there.

@@ -25,7 +25,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -39,6 +38,7 @@
 #include "cerberus/data/text_corpus.hpp"
 #include "cerberus/tokenizer.hpp"
 #include "cerberus/train/progress.hpp"
+#include "example_support.hpp"
 
 using namespace cerberus;
 namespace fs = std::filesystem;
@@ -47,15 +47,9 @@ using Id = std::int64_t;
 namespace {
 
 // ---- options --------------------------------------------------------------------------------------
-struct Options {
-  fs::path data_dir = "data";
-  fs::path out_dir;  // default: runs/pretrain/quick or runs/pretrain/full
-  bool quick = false;
-  bool resume = false;
-  std::int64_t steps = 0;       // 0: the mode's default
-  std::int64_t stop_after = 0;  // 0: run to the end
-  std::uint64_t seed = 1;
-};
+using Options = example_support::RunOptions;
+using example_support::seconds_since;
+using example_support::token_stream;
 
 // Everything a mode decides: data, tokenizer, model and schedule sizes.
 struct Plan {
@@ -95,47 +89,6 @@ Plan plan_for(const Options& o) {
     p.eval_every = std::min(p.eval_every, p.steps);
   }
   return p;
-}
-
-[[noreturn]] void usage_error(const std::string& what) {
-  throw ValueError("[pretrain] " + what +
-                   " (usage: pretrain [--quick] [--data DIR] [--out DIR] [--resume] [--steps N] [--stop-after N] [--seed S])");
-}
-
-Options parse_options(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error("option " + std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    auto number = [&](std::string_view name) -> std::int64_t {
-      const std::string v = value();
-      std::size_t used = 0;
-      long long n = -1;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-      }
-      if (used != v.size() || n < 0) usage_error(std::string(name) + " expects a non-negative integer, got '" + v + "'");
-      return n;
-    };
-    if (a == "--quick") o.quick = true;
-    else if (a == "--resume") o.resume = true;
-    else if (a == "--data") o.data_dir = value();
-    else if (a == "--out") o.out_dir = value();
-    else if (a == "--steps") o.steps = number(a);
-    else if (a == "--stop-after") o.stop_after = number(a);
-    else if (a == "--seed") o.seed = static_cast<std::uint64_t>(number(a));
-    else usage_error("unknown option '" + std::string(a) + "'");
-  }
-  if (o.out_dir.empty()) o.out_dir = fs::path("runs/pretrain") / (o.quick ? "quick" : "full");
-  return o;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 // ---- 1. text ----------------------------------------------------------------------------------------
@@ -181,20 +134,6 @@ std::string tokenizer_mismatch(const tokenizer::Tokenizer& tok, const tokenizer:
   return "";
 }
 
-// ---- 3. batches -------------------------------------------------------------------------------------
-// Every document's paragraphs encoded one after another, each document ended by </s>.
-std::vector<Id> token_stream(const tokenizer::Tokenizer& tok, const std::vector<data::Document>& docs) {
-  std::vector<Id> stream;
-  for (const auto& d : docs) {
-    for (const auto& p : d.paragraphs) {
-      const std::vector<Id> ids = tok.encode(p);
-      stream.insert(stream.end(), ids.begin(), ids.end());
-    }
-    stream.push_back(tok.eos_id());
-  }
-  return stream;
-}
-
 // ---- 4. evaluation ------------------------------------------------------------------------------------
 // Mean next-token loss over fixed batches (every batch has B * T targets, so the mean of means is exact).
 double evaluate(nn::DecoderOnly<float>& model, const std::vector<data::LmBatch>& batches) {
@@ -217,7 +156,7 @@ std::string config_json(const nn::TransformerConfig& c) { return io::to_json(c).
 
 int main(int argc, char** argv) try {
   const auto run_start = std::chrono::steady_clock::now();
-  const Options opt = parse_options(argc, argv);
+  const Options opt = example_support::parse_run_options("pretrain", argc, argv, "runs/pretrain");
   const Plan plan = plan_for(opt);
   const RunFiles files{opt.out_dir / "tokenizer.model", opt.out_dir / "model.safetensors", opt.out_dir / "training_state.safetensors"};
   std::printf("cerberus pre-training example (%s mode) on %d threads\n\n", plan.name, static_cast<int>(num_threads()));
