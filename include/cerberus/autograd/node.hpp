@@ -89,19 +89,20 @@ class AccumulateGrad final : public GradNode<T, D> {
   std::shared_ptr<Meta<T, D>> meta_;
 };
 
-// A node whose backward is a function from the output gradient to one gradient per input
-// (all of the output's type). Saved tensors live in the function's captures.
-template <class T, class D>
+// A node whose backward is a function from the output gradient to one gradient per input.
+// Inputs are of the output's type, or of type In for ops that change it (a bf16 op whose result
+// is float, e.g. cross_entropy's loss). Saved tensors live in the function's captures.
+template <class T, class D, class In = T>
 class FunctionNode final : public GradNode<T, D> {
  public:
-  using Backward = std::function<std::vector<Tensor<T, D>>(const Tensor<T, D>&)>;
+  using Backward = std::function<std::vector<Tensor<In, D>>(const Tensor<T, D>&)>;
   FunctionNode(const char* name, Backward backward) : name_(name), backward_(std::move(backward)) {}
   const char* name() const override { return name_; }
   void apply() override {
     if (!this->grad_.defined()) return;
     this->check_not_released();
     const auto grads = backward_(this->grad_);
-    for (std::size_t i = 0; i < grads.size(); ++i) this->pass_to(i, grads[i]);
+    for (std::size_t i = 0; i < grads.size(); ++i) this->template pass_to<In, D>(i, grads[i]);
   }
   void release() override {
     backward_ = nullptr;
@@ -124,6 +125,15 @@ template <class T, class D>
 void record(Tensor<T, D>& out, const char* name, std::initializer_list<Tensor<T, D>> inputs,
             std::function<std::vector<Tensor<T, D>>(const Tensor<T, D>&)> backward) {
   auto node = std::make_shared<FunctionNode<T, D>>(name, std::move(backward));
+  for (const auto& in : inputs) node->inputs.push_back(in.requires_grad() ? in.gradient_edge() : nullptr);
+  out.set_grad_fn(std::move(node));
+}
+
+// Records `out` (element type T) as produced by `inputs` of another element type In.
+template <class T, class In, class D>
+void record_mixed(Tensor<T, D>& out, const char* name, std::initializer_list<Tensor<In, D>> inputs,
+                  std::function<std::vector<Tensor<In, D>>(const Tensor<T, D>&)> backward) {
+  auto node = std::make_shared<FunctionNode<T, D, In>>(name, std::move(backward));
   for (const auto& in : inputs) node->inputs.push_back(in.requires_grad() ? in.gradient_edge() : nullptr);
   out.set_grad_fn(std::move(node));
 }

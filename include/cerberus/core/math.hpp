@@ -5,8 +5,10 @@
 
 #include <math.h>
 
+#include <cstdint>
 #include <type_traits>
 
+#include "cerberus/core/bfloat16.hpp"
 #include "cerberus/core/config.hpp"
 
 #if !CERBERUS_DEVICE_COMPILE
@@ -60,6 +62,9 @@ CERBERUS_HOST_DEVICE inline T not_equal(T a, T b) { return a != b ? T(1) : T(0);
 template <class T>
   requires std::is_floating_point_v<T>
 CERBERUS_HOST_DEVICE inline T select(T cond, T a, T b) { return cond != T(0) ? a : b; }
+// x rounded to the nearest bfloat16 (ties to even), kept as a float: what storing x into a bf16
+// tensor and reading it back gives. Mixed-precision optimizers compare it with the stored weight.
+CERBERUS_HOST_DEVICE inline float round_to_bfloat16(float x) { return static_cast<float>(bfloat16(x)); }
 
 #if !CERBERUS_DEVICE_COMPILE
 // ---- xsimd batches: the CPU's SIMD path ------------------------------------------------------
@@ -92,6 +97,14 @@ template <class T, class A>
 inline batch<T, A> equal(const batch<T, A>& a, const batch<T, A>& b) { return xsimd::select(a == b, batch<T, A>(T(1)), batch<T, A>(T(0))); }
 template <class T, class A>
 inline batch<T, A> not_equal(const batch<T, A>& a, const batch<T, A>& b) { return xsimd::select(a == b, batch<T, A>(T(0)), batch<T, A>(T(1))); }
+// The same bit operations as bfloat16::from_float (NaN aside: a NaN may come back as another
+// NaN or as inf, where the scalar keeps a quiet NaN).
+template <class A>
+inline batch<float, A> round_to_bfloat16(const batch<float, A>& x) {
+  using U = batch<std::uint32_t, A>;
+  const U u = simd::bit_cast<std::uint32_t>(x);
+  return simd::bit_cast<float>((u + U(0x7fffu) + ((u >> 16) & U(1u))) & U(0xffff0000u));
+}
 // Nonzero (NaN included) selects a, like the scalar `cond != 0`.
 template <class T, class A>
 inline batch<T, A> select(const batch<T, A>& cond, const batch<T, A>& a, const batch<T, A>& b) {

@@ -23,4 +23,15 @@ auto reduce_add(const B& b) {
   return xsimd::hadd(b);
 #endif
 }
+
+// Reinterprets a batch's bits as element type To: xsimd 8 names the target batch type, later
+// versions the element type.
+template <class To, class T, class A>
+xsimd::batch<To, A> bit_cast(const xsimd::batch<T, A>& b) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::bitwise_cast<To>(b);
+#else
+  return xsimd::bitwise_cast<xsimd::batch<To, A>>(b);
+#endif
+}
 }  // namespace cerberus::simd

@@ -70,8 +70,9 @@ class DecoderOnly : public Module<DecoderOnly<T, D>, T, D> {
     return forward(ids, key_padding, packing);
   }
 
-  // Mean next-token cross-entropy: targets [B, T] (ignore_index where no loss is wanted).
-  Tensor<T, D> loss(const Ids& ids, const Ids& targets, const Mask& key_padding = {}, std::int64_t ignore_index = -100,
+  // Mean next-token cross-entropy: targets [B, T] (ignore_index where no loss is wanted). In the
+  // compute type: float for a bf16 model.
+  Tensor<compute_t<T>, D> loss(const Ids& ids, const Ids& targets, const Mask& key_padding = {}, std::int64_t ignore_index = -100,
                     const Packing<D>& packing = {}) {
     CrossEntropyOptions options;
     options.ignore_index = ignore_index;
@@ -127,8 +128,9 @@ class EncoderDecoder : public Module<EncoderDecoder<T, D>, T, D> {
   Tensor<T, D> forward(const Ids& src, const Ids& tgt, const Mask& src_padding = {}, const Mask& tgt_padding = {}) {
     return logits(decode(tgt, encode(src, src_padding), src_padding, tgt_padding));
   }
-  // Mean cross-entropy of predicting tgt_out [B, T] from src and tgt_in (teacher forcing).
-  Tensor<T, D> loss(const Ids& src, const Ids& tgt_in, const Ids& tgt_out, const Mask& src_padding = {}, const Mask& tgt_padding = {},
+  // Mean cross-entropy of predicting tgt_out [B, T] from src and tgt_in (teacher forcing), in
+  // the compute type.
+  Tensor<compute_t<T>, D> loss(const Ids& src, const Ids& tgt_in, const Ids& tgt_out, const Mask& src_padding = {}, const Mask& tgt_padding = {},
                     std::int64_t ignore_index = -100) {
     CrossEntropyOptions options;
     options.ignore_index = ignore_index;

@@ -21,7 +21,9 @@
 // a single rounded lse would be off by half an ulp of 1e4. The [N, V] probabilities are never
 // stored: the backward recomputes them in its one pass,
 //   dlogits = (softmax - (1 - e) onehot(t) - e / V) * w_r * scale_r * upstream
-// (scale_r = 1 / sum w for mean, 1 for sum). bf16 logits are computed in float.
+// (scale_r = 1 / sum w for mean, 1 for sum). bf16 logits are computed in float, and the loss is
+// returned in float (the compute type): a mixed-precision model reports and weights its losses
+// with float's precision, while the gradient flows back to the logits as bf16.
 //
 // Errors: a target outside [0, V) that is not ignore_index throws IndexError naming the op, the
 // row and the value; shape mismatches throw ShapeError with both shapes.
@@ -210,7 +212,7 @@ inline void check_cross_entropy_rows(const Shape& logits, const Shape& given, co
 // (backend/cuda/loss.cuh), while the target checks and the O(N) combination of row losses run
 // on the host, in row order as on the CPU, from copies of the targets and the row losses.
 template <FloatElement T, Device D>
-Tensor<T, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t, D>& targets, const CrossEntropyOptions& options = {}) {
+Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t, D>& targets, const CrossEntropyOptions& options = {}) {
   using C = compute_t<T>;
   if (!logits.defined() || !targets.defined()) throw ValueError("[cross_entropy] logits and targets must be defined tensors");
   if (logits.rank() < 2)
@@ -273,32 +275,32 @@ Tensor<T, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t
   const Reduction reduction = options.reduction;
   // mean's scale; a mean over no counted rows is 0 (see the top of this file).
   const double scale = reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
-  Tensor<T> out_host;
+  Tensor<C> out_host;
   if (reduction == Reduction::none) {
-    out_host = Tensor<T>::empty(row_shape);
+    out_host = Tensor<C>::empty(row_shape);
     for (Index r = 0; r < rows; ++r) {
       const std::size_t i = static_cast<std::size_t>(r);
-      out_host.data()[r] = static_cast<T>(static_cast<C>(w[i] * loss[i]));
+      out_host.data()[r] = static_cast<C>(w[i] * loss[i]);
     }
   } else {
     double total = 0.0;  // in row order: the same for any thread count
     for (Index r = 0; r < rows; ++r) total += w[static_cast<std::size_t>(r)] * loss[static_cast<std::size_t>(r)];
-    out_host = Tensor<T>::empty(Shape{});
-    out_host.data()[0] = static_cast<T>(static_cast<C>(total * scale));
+    out_host = Tensor<C>::empty(Shape{});
+    out_host.data()[0] = static_cast<C>(total * scale);
   }
-  Tensor<T, D> out;
+  Tensor<C, D> out;
   if constexpr (std::is_same_v<D, cpu>) out = out_host;
   else out = out_host.template to<D>();
 
   if (autograd::any_requires_grad(logits)) {
     // Saved: logits, targets, the row weights and the split logsumexp per row.
-    auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), stats_device, scale, reduction, e, rows, v](const Tensor<T, D>& grad) {
+    auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), stats_device, scale, reduction, e, rows, v](const Tensor<C, D>& grad) {
       std::vector<double> coef(static_cast<std::size_t>(rows));
-      Tensor<T> g;
+      Tensor<C> g;
       if constexpr (std::is_same_v<D, cpu>) g = grad.contiguous();
       else g = grad.template to<cpu>();
       for (Index r = 0; r < rows; ++r) {
-        const double up = static_cast<double>(static_cast<C>(g.data()[reduction == Reduction::none ? r : 0]));
+        const double up = static_cast<double>(g.data()[reduction == Reduction::none ? r : 0]);
         coef[static_cast<std::size_t>(r)] = w[static_cast<std::size_t>(r)] * scale * up;
       }
       Tensor<T, D> dx = Tensor<T, D>::empty(x.shape());
@@ -311,7 +313,8 @@ Tensor<T, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t
       }
       return std::vector<Tensor<T, D>>{dx};
     };
-    autograd::record<T, D>(out, "cross_entropy", {logits}, std::move(backward));
+    if constexpr (std::is_same_v<C, T>) autograd::record<T, D>(out, "cross_entropy", {logits}, std::move(backward));
+    else autograd::record_mixed<C, T, D>(out, "cross_entropy", {logits}, std::move(backward));
   }
   return out;
 }

@@ -76,13 +76,13 @@ struct AdamUpdate {
 
 namespace detail {
 
-template <Device D>
-class AdamFamily : public Optimizer<D> {
-  using Base = Optimizer<D>;
+template <Device D, class P>
+class AdamFamily : public Optimizer<D, P> {
+  using Base = Optimizer<D, P>;
 
  protected:
   using typename Base::Slot;
-  AdamFamily(const char* op, const std::vector<ParameterGroup<D>>& groups, double lr, double beta1, double beta2, double eps,
+  AdamFamily(const char* op, const std::vector<ParameterGroup<D, P>>& groups, double lr, double beta1, double beta2, double eps,
              bool decoupled, const typename Base::DecayFor& decay_for)
       : Base(op, groups, checked(op, lr, beta1, beta2, eps), {"exp_avg", "exp_avg_sq"}, /*lazy_buffers=*/false, decay_for),
         beta1_(beta1), beta2_(beta2), eps_(eps), decoupled_(decoupled) {}
@@ -96,7 +96,7 @@ class AdamFamily : public Optimizer<D> {
     return lr;
   }
 
-  void update(Slot& slot, const Tensor<float, D>& grad) override {
+  void update(Slot& slot, const Tensor<P, D>& grad) override {
     // Scalars in double, as PyTorch computes them in Python, then rounded once to float.
     const double t = static_cast<double>(this->step_count());
     const double lr = this->lr() * slot.lr_scale;
@@ -108,9 +108,8 @@ class AdamFamily : public Optimizer<D> {
     const float wd = static_cast<float>(slot.weight_decay), decay = static_cast<float>(1.0 - lr * slot.weight_decay);
     const float eps = static_cast<float>(eps_);
     auto run = [&](auto l2, auto decoupled) {
-      Kernels<D>::update_elements(slot.param.numel(),
-                                  AdamUpdate<decltype(l2)::value, decltype(decoupled)::value>{b1, omb1, b2, omb2, eps, step_size, inv_bc2_sqrt, wd, decay},
-                                  slot.param.data(), slot.buffers[0].data(), slot.buffers[1].data(), grad.data());
+      this->apply_rule(slot, AdamUpdate<decltype(l2)::value, decltype(decoupled)::value>{b1, omb1, b2, omb2, eps, step_size, inv_bc2_sqrt, wd, decay},
+                       grad, slot.buffers[0].data(), slot.buffers[1].data());
     };
     if (slot.weight_decay == 0) run(std::false_type{}, std::false_type{});
     else if (decoupled_) run(std::false_type{}, std::true_type{});
@@ -123,19 +122,19 @@ class AdamFamily : public Optimizer<D> {
 
 }  // namespace detail
 
-template <Device D = cpu>
-class Adam final : public detail::AdamFamily<D> {
+template <Device D = cpu, class P = float>
+class Adam final : public detail::AdamFamily<D, P> {
  public:
-  Adam(const nn::ParameterList<float, D>& parameters, const AdamOptions& options = {})
-      : Adam(std::vector<ParameterGroup<D>>{ParameterGroup<D>{parameters, 1.0, std::nullopt}}, options) {}
-  Adam(const std::vector<ParameterGroup<D>>& groups, const AdamOptions& options = {})
-      : detail::AdamFamily<D>("Adam", groups, options.lr, options.beta1, options.beta2, options.eps, /*decoupled=*/false,
+  Adam(const nn::ParameterList<P, D>& parameters, const AdamOptions& options = {})
+      : Adam(std::vector<ParameterGroup<D, P>>{ParameterGroup<D, P>{parameters, 1.0, std::nullopt}}, options) {}
+  Adam(const std::vector<ParameterGroup<D, P>>& groups, const AdamOptions& options = {})
+      : detail::AdamFamily<D, P>("Adam", groups, options.lr, options.beta1, options.beta2, options.eps, /*decoupled=*/false,
                               decay_everything(options)),
         options_(options) {}
   const AdamOptions& options() const { return options_; }
 
  private:
-  static typename Optimizer<D>::DecayFor decay_everything(const AdamOptions& o) {
+  static typename Optimizer<D, P>::DecayFor decay_everything(const AdamOptions& o) {
     detail::check_hyperparameter(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "Adam", "weight_decay must be finite and >= 0",
                                  o.weight_decay);
     return [wd = o.weight_decay](const std::string&, const Shape&) { return wd; };
@@ -143,19 +142,19 @@ class Adam final : public detail::AdamFamily<D> {
   AdamOptions options_;
 };
 
-template <Device D = cpu>
-class AdamW final : public detail::AdamFamily<D> {
+template <Device D = cpu, class P = float>
+class AdamW final : public detail::AdamFamily<D, P> {
  public:
-  AdamW(const nn::ParameterList<float, D>& parameters, const AdamWOptions& options = {})
-      : AdamW(std::vector<ParameterGroup<D>>{ParameterGroup<D>{parameters, 1.0, std::nullopt}}, options) {}
-  AdamW(const std::vector<ParameterGroup<D>>& groups, const AdamWOptions& options = {})
-      : detail::AdamFamily<D>("AdamW", groups, options.lr, options.beta1, options.beta2, options.eps, /*decoupled=*/true,
+  AdamW(const nn::ParameterList<P, D>& parameters, const AdamWOptions& options = {})
+      : AdamW(std::vector<ParameterGroup<D, P>>{ParameterGroup<D, P>{parameters, 1.0, std::nullopt}}, options) {}
+  AdamW(const std::vector<ParameterGroup<D, P>>& groups, const AdamWOptions& options = {})
+      : detail::AdamFamily<D, P>("AdamW", groups, options.lr, options.beta1, options.beta2, options.eps, /*decoupled=*/true,
                               decay_by_rule(options)),
         options_(options) {}
   const AdamWOptions& options() const { return options_; }
 
  private:
-  static typename Optimizer<D>::DecayFor decay_by_rule(const AdamWOptions& o) {
+  static typename Optimizer<D, P>::DecayFor decay_by_rule(const AdamWOptions& o) {
     detail::check_hyperparameter(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "AdamW", "weight_decay must be finite and >= 0",
                                  o.weight_decay);
     if (!o.decay) throw ValueError("[AdamW] the decay rule is empty; pass a function (name, shape) -> bool, e.g. optim::decay_matrices");

@@ -29,21 +29,21 @@ enum class NonFiniteNorm {
 };
 
 // The global L2 norm of the gradients (in double), before any clipping.
-template <Device D>
-double grad_norm(const nn::ParameterList<float, D>& parameters) {
+template <class T, Device D>
+double grad_norm(const nn::ParameterList<T, D>& parameters) {
   double sum = 0;
   for (const auto& p : nn::unique_parameters(parameters)) {
-    const Tensor<float, D> g = p.tensor.grad();
+    const Tensor<T, D> g = p.tensor.grad();
     if (!g.defined()) continue;
-    const Tensor<float, D> flat = g.contiguous();
+    const Tensor<T, D> flat = g.contiguous();
     sum += Kernels<D>::sum_of_squares(flat.data(), flat.numel());
   }
   return std::sqrt(sum);
 }
 
 // Scales the gradients so that their global norm is at most max_norm; returns the norm before.
-template <Device D>
-double clip_grad_norm(const nn::ParameterList<float, D>& parameters, double max_norm, NonFiniteNorm on_non_finite = NonFiniteNorm::keep) {
+template <class T, Device D>
+double clip_grad_norm(const nn::ParameterList<T, D>& parameters, double max_norm, NonFiniteNorm on_non_finite = NonFiniteNorm::keep) {
   if (!(max_norm > 0) || !std::isfinite(max_norm))
     throw ValueError("[clip_grad_norm] max_norm must be finite and > 0, got " + std::to_string(max_norm));
   const double norm = grad_norm(parameters);
@@ -58,7 +58,7 @@ double clip_grad_norm(const nn::ParameterList<float, D>& parameters, double max_
   NoGradGuard no_grad;
   const float s = static_cast<float>(scale);
   for (const auto& p : nn::unique_parameters(parameters)) {
-    const Tensor<float, D> g = p.tensor.grad();
+    const Tensor<T, D> g = p.tensor.grad();
     if (g.defined()) g *= s;
   }
   return norm;

@@ -27,7 +27,8 @@ struct Kernels<cpu> {
   static void update_elements(Index n, const Fn& fn, P*... arrays) {
     cpu_backend::update_elements(n, fn, arrays...);
   }
-  static double sum_of_squares(const float* x, Index n) { return cpu_backend::sum_of_squares(x, n); }
+  template <class T>
+  static double sum_of_squares(const T* x, Index n) { return cpu_backend::sum_of_squares(x, n); }
 };
 
 }  // namespace cerberus::optim

@@ -4,7 +4,16 @@
 //
 // State is a ParameterList of tensors named "<parameter name>.<buffer>" (buffers: exp_avg and
 // exp_avg_sq for Adam/AdamW, momentum_buffer for SGD with momentum), so a checkpoint writes it
-// next to the parameters with the same code. state() returns the live buffers (no copy: clone
+// next to the parameters with the same code.
+//
+// Mixed precision: P, the parameters' element type, is float or bfloat16. With bfloat16 weights
+// (a model built as nn::DecoderOnly<bfloat16>, say) each parameter gets a float master copy,
+// state "<name>.master": the update rule runs in float on the master, moments and the bf16
+// gradient read as float, and the result is rounded into the bf16 weight, in the same fused
+// pass. Updates far smaller than a bf16 step (lr 1e-4 on a weight of 1 is 1/80 of one) then
+// accumulate instead of rounding away. A weight whose value no longer matches its master
+// (weights loaded into the model after the optimizer was built) is taken as the new master in
+// that pass, so loading in either order is safe. state() returns the live buffers (no copy: clone
 // them to keep a snapshot); load_state() copies values into the optimizer's own buffers after
 // checking every name and shape, and reports every problem at once.
 #pragma once
@@ -21,7 +30,9 @@
 #include <vector>
 
 #include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/core/bfloat16.hpp"
 #include "cerberus/core/error.hpp"
+#include "cerberus/core/math.hpp"
 #include "cerberus/nn/parameter.hpp"
 #include "cerberus/optim/kernels.hpp"
 #include "cerberus/tensor/tensor.hpp"
@@ -30,9 +41,9 @@ namespace cerberus::optim {
 
 // Parameters that share a learning-rate multiplier and, when set, a weight decay that replaces
 // the optimizer's (and, for AdamW, its decay rule) for every parameter of the group.
-template <Device D = cpu>
+template <Device D = cpu, class P = float>
 struct ParameterGroup {
-  nn::ParameterList<float, D> parameters = {};
+  nn::ParameterList<P, D> parameters = {};
   double lr_scale = 1.0;
   std::optional<double> weight_decay = std::nullopt;
 };
@@ -43,8 +54,26 @@ inline void check_hyperparameter(bool ok, const char* op, const std::string& wha
 }
 }  // namespace detail
 
-template <Device D = cpu>
+// The update of a bf16 weight through its float master: the rule (AdamUpdate, SgdUpdate, ...)
+// updates the master, which is then stored rounded into the weight. A weight that differs from
+// its rounded master was changed from outside (loaded) and first replaces the master.
+template <class Rule>
+struct MasterWeightUpdate {
+  Rule rule;
+  template <class V, class... State>
+  CERBERUS_HOST_DEVICE void operator()(V& weight, V& master, State&... state) const {
+    master = math::select(math::not_equal(math::round_to_bfloat16(master), weight), weight, master);
+    rule(master, state...);
+    weight = master;
+  }
+};
+
+template <class P>
+concept OptimizerParameter = std::is_same_v<P, float> || std::is_same_v<P, bfloat16>;
+
+template <Device D = cpu, class P = float>
 class Optimizer {
+  static_assert(OptimizerParameter<P>, "optimizers update float parameters, or bfloat16 ones through float master weights.");
   // Instantiates Kernels<D> with the class: a device whose kernels are not included (cuda without
   // <cerberus/backend/cuda.cuh>) fails here, with the message of optim/kernels.hpp.
   static_assert(sizeof(Kernels<D>) > 0);
@@ -62,7 +91,7 @@ class Optimizer {
     NoGradGuard no_grad;
     ++step_count_;
     for (auto& slot : slots_) {
-      Tensor<float, D> g = slot.param.grad();
+      Tensor<P, D> g = slot.param.grad();
       if (!g.defined()) continue;
       if (g.shape() != slot.param.shape())
         throw ShapeError(std::string("[") + op_ + ".step] the gradient of '" + slot.name + "' has shape " + g.shape().to_string() +
@@ -88,19 +117,22 @@ class Optimizer {
   std::int64_t step_count() const { return step_count_; }
 
   // The parameters this optimizer updates (duplicates by storage removed, first name kept).
-  nn::ParameterList<float, D> parameters() const {
-    nn::ParameterList<float, D> out;
+  nn::ParameterList<P, D> parameters() const {
+    nn::ParameterList<P, D> out;
     for (const auto& slot : slots_) out.push_back({slot.name, slot.param});
     return out;
   }
 
   // The live state buffers, named "<parameter>.<buffer>". Buffers created lazily (SGD's momentum
-  // buffer, made from the first gradient) are listed once they exist.
+  // buffer, made from the first gradient) are listed once they exist; master weights (bf16
+  // parameters) first.
   nn::ParameterList<float, D> state() const {
     nn::ParameterList<float, D> out;
-    for (const auto& slot : slots_)
+    for (const auto& slot : slots_) {
+      if constexpr (mixed) out.push_back({slot.name + ".master", slot.master});
       for (std::size_t k = 0; k < buffer_names_.size(); ++k)
         if (slot.buffers[k].defined()) out.push_back({slot.name + "." + buffer_names_[k], slot.buffers[k]});
+    }
     return out;
   }
 
@@ -116,6 +148,7 @@ class Optimizer {
     for (std::size_t s = 0; s < slots_.size(); ++s) {
       slot_of.emplace(slots_[s].name, s);
       for (std::size_t k = 0; k < buffer_names_.size(); ++k) expected.emplace(slots_[s].name + "." + buffer_names_[k], std::pair{s, k});
+      if constexpr (mixed) expected.emplace(slots_[s].name + ".master", std::pair{s, master_index});
     }
     std::unordered_set<std::string> seen;
     for (const auto& entry : state) {
@@ -138,6 +171,9 @@ class Optimizer {
       for (const auto& slot : slots_)
         for (const auto& buffer : buffer_names_)
           if (!seen.count(slot.name + "." + buffer)) problems.push_back("missing '" + slot.name + "." + buffer + "'");
+    if constexpr (mixed)
+      for (const auto& slot : slots_)
+        if (!seen.count(slot.name + ".master")) problems.push_back("missing '" + slot.name + ".master'");
     if (!problems.empty()) {
       std::string message = std::string("[load_state] ") + op_ + ": " + std::to_string(problems.size()) +
                             (problems.size() == 1 ? " problem" : " problems") + " with the saved state: ";
@@ -151,6 +187,10 @@ class Optimizer {
         if (lazy_buffers_) b = Tensor<float, D>();  // absent from the saved state: not created yet
     for (const auto& entry : state) {
       const auto [s, k] = expected.at(entry.name);
+      if (k == master_index) {
+        slots_[s].master.assign(entry.tensor.detach());
+        continue;
+      }
       auto& buffer = slots_[s].buffers[k];
       if (!buffer.defined()) buffer = Tensor<float, D>::empty(slots_[s].param.shape());
       buffer.assign(entry.tensor.detach());  // a copy: the caller may free or reuse its tensors
@@ -159,26 +199,39 @@ class Optimizer {
   }
 
  protected:
+  static constexpr bool mixed = !std::is_same_v<P, float>;
+
   struct Slot {
     std::string name;
-    Tensor<float, D> param;
+    Tensor<P, D> param;
     double lr_scale = 1.0;
     double weight_decay = 0.0;
     std::vector<Tensor<float, D>> buffers;  // one per buffer name; undefined until created
+    Tensor<float, D> master = {};           // bf16 parameters only: the float weights updated
   };
+
+  // Runs the update rule over the parameter, the given state arrays (float) and the gradient,
+  // in one fused pass: in place on a float parameter, through the master of a bf16 one.
+  template <class Rule, class... State>
+  void apply_rule(Slot& slot, const Rule& rule, const Tensor<P, D>& grad, State*... state) {
+    const Index n = slot.param.numel();
+    const P* g = grad.data();
+    if constexpr (mixed) Kernels<D>::update_elements(n, MasterWeightUpdate<Rule>{rule}, slot.param.data(), slot.master.data(), state..., g);
+    else Kernels<D>::update_elements(n, rule, slot.param.data(), state..., g);
+  }
 
   // How a parameter's weight decay is chosen when its group sets none.
   using DecayFor = std::function<double(const std::string& name, const Shape& shape)>;
 
   // `op` names the optimizer in errors. With lazy_buffers the derived class creates buffers on
   // first use; otherwise they are allocated here, zero-filled.
-  Optimizer(const char* op, const std::vector<ParameterGroup<D>>& groups, double lr, std::vector<std::string> buffer_names,
+  Optimizer(const char* op, const std::vector<ParameterGroup<D, P>>& groups, double lr, std::vector<std::string> buffer_names,
             bool lazy_buffers, const DecayFor& decay_for)
       : op_(op), buffer_names_(std::move(buffer_names)), lazy_buffers_(lazy_buffers) {
     set_lr_checked(lr);
     // Tied parameters (one storage reached under two names) are updated once, under the first
     // name; unique_parameters keeps first occurrences in order, so a walk in step finds groups.
-    nn::ParameterList<float, D> all;
+    nn::ParameterList<P, D> all;
     std::vector<std::size_t> group_of;
     for (std::size_t g = 0; g < groups.size(); ++g) {
       const auto& group = groups[g];
@@ -214,13 +267,14 @@ class Optimizer {
           b = Tensor<float, D>::empty(p.tensor.shape());
           b.fill(0.0f);
         }
+      if constexpr (mixed) slot.master = p.tensor.detach().template to<float>();
       slots_.push_back(std::move(slot));
     }
   }
 
   // One parameter's update from its (contiguous) gradient; step_count() is already the number
   // of this step (1 on the first).
-  virtual void update(Slot& slot, const Tensor<float, D>& grad) = 0;
+  virtual void update(Slot& slot, const Tensor<P, D>& grad) = 0;
 
   const char* op_;
   std::vector<Slot> slots_;
@@ -234,13 +288,15 @@ class Optimizer {
   std::string describe_unknown(const std::string& name, const std::unordered_map<std::string, std::size_t>& slot_of) const {
     std::string kept;
     for (std::size_t k = 0; k < buffer_names_.size(); ++k) kept += (k ? ", '" : "'") + buffer_names_[k] + "'";
-    if (buffer_names_.empty()) return "unknown state '" + name + "' (" + op_ + " with these settings keeps no state)";
+    if constexpr (mixed) kept += kept.empty() ? "'master'" : ", 'master'";
+    if (kept.empty()) return "unknown state '" + name + "' (" + op_ + " with these settings keeps no state)";
     const auto dot = name.rfind('.');
     if (dot != std::string::npos && !slot_of.count(name.substr(0, dot)))
       return "unknown state '" + name + "' (no parameter named '" + name.substr(0, dot) + "')";
     return "unknown state '" + name + "' (expected '<parameter>.<buffer>' with buffer one of " + kept + ")";
   }
 
+  static constexpr std::size_t master_index = static_cast<std::size_t>(-1);  // load_state's key for "<name>.master"
   std::vector<std::string> buffer_names_;
   bool lazy_buffers_;
   double lr_ = 0;

@@ -51,15 +51,15 @@ struct SgdMomentumUpdate {
   }
 };
 
-template <Device D = cpu>
-class SGD final : public Optimizer<D> {
-  using Base = Optimizer<D>;
+template <Device D = cpu, class P = float>
+class SGD final : public Optimizer<D, P> {
+  using Base = Optimizer<D, P>;
   using typename Base::Slot;
 
  public:
-  SGD(const nn::ParameterList<float, D>& parameters, const SGDOptions& options)
-      : SGD(std::vector<ParameterGroup<D>>{ParameterGroup<D>{parameters, 1.0, std::nullopt}}, options) {}
-  SGD(const std::vector<ParameterGroup<D>>& groups, const SGDOptions& options)
+  SGD(const nn::ParameterList<P, D>& parameters, const SGDOptions& options)
+      : SGD(std::vector<ParameterGroup<D, P>>{ParameterGroup<D, P>{parameters, 1.0, std::nullopt}}, options) {}
+  SGD(const std::vector<ParameterGroup<D, P>>& groups, const SGDOptions& options)
       : Base("SGD", groups, checked(options).lr, options.momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{},
              /*lazy_buffers=*/true, [wd = options.weight_decay](const std::string&, const Shape&) { return wd; }),
         options_(options) {}
@@ -79,18 +79,15 @@ class SGD final : public Optimizer<D> {
     return o;
   }
 
-  void update(Slot& slot, const Tensor<float, D>& grad) override {
+  void update(Slot& slot, const Tensor<P, D>& grad) override {
     const float lr = static_cast<float>(this->lr() * slot.lr_scale);
     const float wd = static_cast<float>(slot.weight_decay);
-    const Index n = slot.param.numel();
-    float* p = slot.param.data();
-    const float* g = grad.data();
     auto decay = [&](auto&& body) {
       if (slot.weight_decay != 0) body(std::true_type{});
       else body(std::false_type{});
     };
     if (options_.momentum == 0) {
-      decay([&](auto dec) { Kernels<D>::update_elements(n, SgdUpdate<decltype(dec)::value>{lr, wd}, p, g); });
+      decay([&](auto dec) { this->apply_rule(slot, SgdUpdate<decltype(dec)::value>{lr, wd}, grad); });
       return;
     }
     auto& buffer = slot.buffers[0];
@@ -100,8 +97,8 @@ class SGD final : public Optimizer<D> {
     const float mu = static_cast<float>(options_.momentum), keep = static_cast<float>(1.0 - options_.dampening);
     decay([&](auto dec) {
       auto run = [&](auto nesterov, auto is_first) {
-        Kernels<D>::update_elements(n, SgdMomentumUpdate<decltype(dec)::value, decltype(nesterov)::value, decltype(is_first)::value>{lr, wd, mu, keep},
-                                    p, b, g);
+        this->apply_rule(slot, SgdMomentumUpdate<decltype(dec)::value, decltype(nesterov)::value, decltype(is_first)::value>{lr, wd, mu, keep},
+                         grad, b);
       };
       if (options_.nesterov) first ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
       else first ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});

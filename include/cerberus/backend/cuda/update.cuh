@@ -23,6 +23,7 @@
 #include "cerberus/backend/cuda/error.cuh"
 #include "cerberus/backend/cuda/launch.cuh"
 #include "cerberus/core/config.hpp"
+#include "cerberus/core/dtype.hpp"
 #include "cerberus/optim/kernels.hpp"
 
 namespace cerberus::cuda_backend {
@@ -51,9 +52,12 @@ __global__ void update_elements_kernel(Index n, Fn fn, P*... arrays) {
 
 template <class Fn, class First, class... Rest>
 void update_elements(Index n, const Fn& fn, First* first, Rest*... rest) {
-  using C = std::remove_const_t<First>;
-  static_assert((std::is_same_v<C, std::remove_const_t<Rest>> && ...), "update_elements: every array must have the same element type.");
-  static_assert(std::is_floating_point_v<C>, "update_elements: arrays of float or double only.");
+  // As on the CPU: float, double or bfloat16 arrays of one compute type (bf16 read into float,
+  // stored rounded through bfloat16's conversions).
+  using C = compute_t<std::remove_const_t<First>>;
+  static_assert((std::is_same_v<C, compute_t<std::remove_const_t<Rest>>> && ...),
+                "update_elements: every array must have the same compute type (float and bfloat16 arrays mix, double stays alone).");
+  static_assert(std::is_floating_point_v<C>, "update_elements: arrays of float, double or bfloat16 only.");
   if (n <= 0) return;
   update_elements_kernel<C, Fn, First, Rest...><<<grid_size(n, "optimizer step"), block_size, 0, stream()>>>(n, fn, first, rest...);
   check(cudaGetLastError(), "optimizer step", "update kernel launch (" + std::to_string(n) + " elements, " +
@@ -79,7 +83,8 @@ __global__ void sum_of_squares_kernel(const T* x, Index n, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = lanes[0];
 }
 
-inline double sum_of_squares(const float* x, Index n) {
+template <class T>
+double sum_of_squares(const T* x, Index n) {
   if (n <= 0) return 0.0;
   const Index wanted = (n + block_size - 1) / block_size;
   const int blocks = static_cast<int>(wanted < squares_max_blocks ? wanted : squares_max_blocks);
@@ -89,7 +94,7 @@ inline double sum_of_squares(const float* x, Index n) {
   partial = static_cast<double*>(Memory<cuda>::allocate(bytes));
   std::vector<double> host(static_cast<std::size_t>(blocks));
   try {
-    sum_of_squares_kernel<float><<<blocks, block_size, 0, stream()>>>(x, n, partial);
+    sum_of_squares_kernel<T><<<blocks, block_size, 0, stream()>>>(x, n, partial);
     check(cudaGetLastError(), "grad_norm", "sum of squares kernel launch" + shape);
     Backend<cuda>::copy_to_host(host.data(), partial, bytes);
   } catch (...) {
@@ -112,7 +117,8 @@ struct Kernels<cuda> {
   static void update_elements(Index n, const Fn& fn, P*... arrays) {
     cuda_backend::update_elements(n, fn, arrays...);
   }
-  static double sum_of_squares(const float* x, Index n) { return cuda_backend::sum_of_squares(x, n); }
+  template <class T>
+  static double sum_of_squares(const T* x, Index n) { return cuda_backend::sum_of_squares(x, n); }
 };
 
 }  // namespace cerberus::optim
