@@ -1,16 +1,22 @@
 // GPT training step on the GPU: forward + backward + AdamW of the models of
-// benchmarks/transformer_train.cpp (and benchmarks/peers/gpt_libtorch.cpp), fp32, on cuda:
-//   tiny   vocab 8000,  d 256, 4 layers, 4 heads, seq 128, batch 16
-//   small  vocab 16000, d 512, 6 layers, 8 heads, seq 256, batch 8
+// benchmarks/transformer_train.cpp (and benchmarks/peers/gpt_libtorch.cpp), on cuda:
+//   tiny   vocab 8000,  d 256,  4 layers,  4 heads, seq 128,  batch 16   fp32 and bf16
+//   small  vocab 16000, d 512,  6 layers,  8 heads, seq 256,  batch 8    fp32 and bf16
+//   large  vocab 32000, d 1024, 16 layers, 16 heads, seq 1024, batch 8   bf16 (issue 8)
 // token + learned position embeddings, pre-LayerNorm blocks, causal attention, GELU (tanh) MLP
 // of width 4d, final LayerNorm, tied LM head, cross-entropy, AdamW (lr 3e-4, decay 0.1).
+// bf16 is the library's mixed precision: the model built as DecoderOnly<bfloat16> (bf16 weights,
+// activations and cuBLAS products with float sums), float master weights in AdamW.
 // Each step ends with the loss copied to the host (a synchronisation); 2 warm-up steps, median
-// of 7. Prints "RESULT cerberus gpt train <config> <tokens/s> tokens/s" (benchmarks/gpu/run.sh
-// pairs it with bench_torch.py's "torch gpt train <config>").
+// of 7. Prints "RESULT cerberus gpt train <config> <tokens/s> tokens/s" and the memory the
+// caching allocator holds at the end (its peak: it never returns memory), which
+// benchmarks/gpu/run.sh pairs with bench_torch.py's "torch gpt train <config>" (PyTorch eager,
+// autocast bf16 for the bf16 rows, torch.cuda.max_memory_reserved).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cerberus/backend/cuda.cuh"
@@ -22,7 +28,8 @@ namespace {
 nn::TransformerConfig config_named(const std::string& name) {
   nn::TransformerConfig c;
   if (name == "tiny") c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
-  else c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
+  else if (name == "small") c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
+  else c.vocab_size = 32000, c.d_model = 1024, c.n_layers = 16, c.n_heads = 16, c.max_seq_len = 1024;
   c.d_ff = 4 * c.d_model;
   c.norm = nn::NormKind::layer;
   c.mlp = nn::MlpKind::gelu;
@@ -33,19 +40,20 @@ nn::TransformerConfig config_named(const std::string& name) {
   return c;
 }
 
+template <class T>
 void run(const std::string& name, Index B) {
   const auto c = config_named(name);
-  const Index T = c.max_seq_len;
+  const Index T_len = c.max_seq_len;
   Generator gen(0);
-  nn::DecoderOnly<float, cuda> model(c, gen);
-  optim::AdamW<cuda> optimizer(model.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
-  std::vector<std::int64_t> ids_host(static_cast<std::size_t>(B * T)), targets_host(ids_host.size());
+  nn::DecoderOnly<T, cuda> model(c, gen);
+  optim::AdamW optimizer(model.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+  std::vector<std::int64_t> ids_host(static_cast<std::size_t>(B * T_len)), targets_host(ids_host.size());
   for (std::size_t i = 0; i < ids_host.size(); ++i) {
     ids_host[i] = static_cast<std::int64_t>((i * 2654435761u) % static_cast<std::size_t>(c.vocab_size));
     targets_host[i] = static_cast<std::int64_t>((i * 40503u + 7) % static_cast<std::size_t>(c.vocab_size));
   }
-  const auto ids = from_vector<std::int64_t>(ids_host, {B, T}).to<cuda>();
-  const auto targets = from_vector<std::int64_t>(targets_host, {B, T}).to<cuda>();
+  const auto ids = from_vector<std::int64_t>(ids_host, {B, T_len}).to<cuda>();
+  const auto targets = from_vector<std::int64_t>(targets_host, {B, T_len}).to<cuda>();
   std::vector<double> times;
   double loss_value = 0;
   for (int i = 0; i < 9; ++i) {
@@ -54,14 +62,17 @@ void run(const std::string& name, Index B) {
     auto loss = model.loss(ids, targets);
     loss.backward();
     optimizer.step();
-    loss_value = static_cast<double>(loss.to<cpu>().item());
+    loss_value = static_cast<double>(loss.template to<cpu>().item());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (i >= 2) times.push_back(ms);
   }
   std::sort(times.begin(), times.end());
   const double ms = times[times.size() / 2];
-  std::printf("RESULT cerberus gpt train %-26s %10.0f tokens/s  (%.2f ms/step, loss %.4f)\n", name.c_str(),
-              static_cast<double>(B * T) / (ms * 1e-3), ms, loss_value);
+  const std::string label = name + (std::is_same_v<T, bfloat16> ? " bf16" : "");
+  const auto memory = cuda_memory_stats();
+  std::printf("RESULT cerberus gpt train %-26s %10.0f tokens/s  (%.2f ms/step, loss %.4f, %.0f MiB held)\n", label.c_str(),
+              static_cast<double>(B * T_len) / (ms * 1e-3), ms, loss_value,
+              static_cast<double>(memory.bytes_in_use + memory.bytes_cached) / (1024.0 * 1024.0));
   std::fflush(stdout);
 }
 
@@ -73,8 +84,12 @@ int main() {
     return 77;
   }
   try {
-    run("tiny", 16);
-    run("small", 8);
+    // Memory is reported as the allocator's total, so the rows run from the smallest model up.
+    run<float>("tiny", 16);
+    run<bfloat16>("tiny", 16);
+    run<float>("small", 8);
+    run<bfloat16>("small", 8);
+    run<bfloat16>("large", 8);
   } catch (const std::exception& e) {
     std::printf("bench_gpt failed: %s\n", e.what());
     return 1;

@@ -45,8 +45,10 @@ for D in (64, 128):
         result(f"torch attn fwd+bwd{tag}", part * 3.5 * fwd, t(step, 1, 5))
     del q, k, v, up
 
-# GPT training step (bench_gpt.cu): the same model in PyTorch eager, fp32 (TF32 off, as ours),
-# 2 warm-up steps, median of 7, the loss read back each step. Printed as tokens/s.
+# GPT training step (bench_gpt.cu): the same model in PyTorch eager, fp32 (TF32 off, as ours) and
+# bf16 autocast (PyTorch's mixed precision: fp32 weights, bf16 products), 2 warm-up steps, median
+# of 7, the loss read back each step. Printed as tokens/s, with the peak memory PyTorch's caching
+# allocator reserved.
 import math
 import time
 
@@ -85,7 +87,12 @@ class GPT(torch.nn.Module):
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-for name, (vocab, d, layers, heads, seq, batch) in {"tiny": (8000, 256, 4, 4, 128, 16), "small": (16000, 512, 6, 8, 256, 8)}.items():
+configs = [("tiny", 8000, 256, 4, 4, 128, 16, False), ("tiny", 8000, 256, 4, 4, 128, 16, True),
+           ("small", 16000, 512, 6, 8, 256, 8, False), ("small", 16000, 512, 6, 8, 256, 8, True),
+           ("large", 32000, 1024, 16, 16, 1024, 8, True)]
+for name, vocab, d, layers, heads, seq, batch, bf16 in configs:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     model = GPT(vocab, d, layers, heads, seq).cuda()
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -98,7 +105,8 @@ for name, (vocab, d, layers, heads, seq, batch) in {"tiny": (8000, 256, 4, 4, 12
     for step in range(9):
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(ids, targets)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(ids, targets)
         loss.backward()
         opt.step()
         value = loss.item()
@@ -106,5 +114,7 @@ for name, (vocab, d, layers, heads, seq, batch) in {"tiny": (8000, 256, 4, 4, 12
             times.append(time.perf_counter() - start)
     times.sort()
     s = times[len(times) // 2]
-    print(f"RESULT torch gpt train {name:<26s} {batch * seq / s:10.0f} tokens/s  ({s * 1e3:.2f} ms/step, loss {value:.4f})", flush=True)
+    label = name + (" bf16" if bf16 else "")
+    mib = torch.cuda.max_memory_reserved() / 2**20
+    print(f"RESULT torch gpt train {label:<26s} {batch * seq / s:10.0f} tokens/s  ({s * 1e3:.2f} ms/step, loss {value:.4f}, {mib:.0f} MiB peak reserved)", flush=True)
     del model, opt

@@ -74,7 +74,7 @@ if [ -x "$BUILD/bench_gemm_attention" ]; then
 fi
 if [ -x "$BUILD/bench_gpt" ]; then
   log "GPT training-step benchmark"
-  timeout "${GPT_TIMEOUT:-60}" "$BUILD/bench_gpt" >>"$OUT/bench.txt" 2>&1
+  timeout "${GPT_TIMEOUT:-120}" "$BUILD/bench_gpt" >>"$OUT/bench.txt" 2>&1
   log "bench_gpt rc $?"
 fi
 if timeout 60 python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 // weights (copied from the CPU model), the same batch; the loss and every parameter gradient
 // (normwise relative error), then one AdamW step on each device and the parameters after it.
 // Two configurations: GPT-style (learned positions, LayerNorm, GELU, tied head, key padding)
-// and Llama-style (RoPE, grouped-query attention, RMSNorm, SwiGLU, untied, no bias).
+// and Llama-style (RoPE, grouped-query attention, RMSNorm, SwiGLU, untied, no bias), each in
+// float and in mixed precision (bf16 weights and activations, float masters in AdamW).
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -87,6 +88,50 @@ void check_config(const char* name, const nn::TransformerConfig& c, bool padding
     check::expect_close(std::string(name) + " AdamW step " + params_h[k].name, params_d[k].tensor, params_h[k].tensor, 1e-4);
 }
 
+// The same step in mixed precision: bf16 weights and activations on both devices, float master
+// weights in AdamW. cuBLAS and the CPU sum bf16 products in float in different orders and round
+// every activation to bf16, so the devices agree to bf16's precision (8 bits): ~1e-2.
+void check_mixed_precision(const char* name, const nn::TransformerConfig& c) {
+  Generator gen(20240713);
+  nn::DecoderOnly<bfloat16, cpu> host(c, gen);
+  nn::DecoderOnly<bfloat16, cuda> device(c, gen);
+  std::map<std::string, Tensor<bfloat16, cpu>> weights;
+  for (const auto& p : host.named_parameters()) weights[p.name] = p.tensor;
+  device.visit_parameters("", [&](const std::string& pname, Tensor<bfloat16, cuda>& p) {
+    p = weights.at(pname).to<cuda>();
+    p.set_requires_grad();
+  });
+  const Index b = 3, t = c.max_seq_len;
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(b * t)), targets(ids.size());
+  for (Index i = 0; i < b * t; ++i) {
+    ids[static_cast<std::size_t>(i)] = (i * 7919 + 13) % c.vocab_size;
+    targets[static_cast<std::size_t>(i)] = (i * 104729 + 5) % c.vocab_size;
+  }
+  const auto ids_h = from_vector<std::int64_t>(ids, Shape{b, t});
+  const auto targets_h = from_vector<std::int64_t>(targets, Shape{b, t});
+  optim::AdamW opt_h(host.named_parameters(), {.lr = 1e-2, .eps = 1e-3, .weight_decay = 0.1});
+  optim::AdamW opt_d(device.named_parameters(), {.lr = 1e-2, .eps = 1e-3, .weight_decay = 0.1});
+  const Tensor<float, cpu> loss_h = host.loss(ids_h, targets_h);  // the loss is float (compute type)
+  const Tensor<float, cuda> loss_d = device.loss(ids_h.to<cuda>(), targets_h.to<cuda>());
+  check::expect_close(std::string(name) + " bf16 loss", loss_d, loss_h, 1e-2);
+  loss_h.backward();
+  loss_d.backward();
+  const auto params_h = host.named_parameters();
+  const auto params_d = device.named_parameters();
+  for (std::size_t k = 0; k < params_h.size(); ++k) {
+    if (params_h[k].name.find("k_proj.bias") != std::string::npos) continue;  // exactly zero, see check_config
+    const double e = normwise_error(params_d[k].tensor.grad().to<float>(), params_h[k].tensor.grad().to<float>());
+    check::report(e < 5e-2, std::string(name) + " bf16 grad " + params_h[k].name, "normwise rel error " + check::fmt(e) + " (tol 5e-2)");
+  }
+  opt_h.step();
+  opt_d.step();
+  const auto state_h = opt_h.state();
+  const auto state_d = opt_d.state();
+  for (std::size_t k = 0; k < state_h.size(); ++k)
+    if (state_h[k].name.ends_with(".master"))
+      check::expect_close(std::string(name) + " bf16 AdamW master " + state_h[k].name, state_d[k].tensor, state_h[k].tensor, 1e-2);
+}
+
 }  // namespace
 
 int main() {
@@ -101,5 +146,8 @@ int main() {
     llama.n_heads = 4, llama.n_kv_heads = 2, llama.norm = nn::NormKind::rms, llama.mlp = nn::MlpKind::swiglu;
     llama.position = nn::PositionKind::rope, llama.tie_embeddings = false, llama.bias = false;
     check_config("llama", llama, false);
+
+    check_mixed_precision("gpt", gpt);
+    check_mixed_precision("llama", llama);
   });
 }
