@@ -172,9 +172,25 @@ std::vector<std::int64_t> choose_tokens(const Tensor<T>& logits, const SamplingO
   return out;
 }
 
-// The generation loop over any cached step function; see the top of this file.
-template <class Step>
-Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prompt, const SamplingOptions& options) {
+namespace detail {
+// A tensor on the host / on device D, copied only when it is elsewhere.
+template <class T, Device D>
+Tensor<T> on_host(const Tensor<T, D>& t) {
+  if constexpr (std::is_same_v<D, cpu>) return t;
+  else return t.template to<cpu>();
+}
+template <Device D, class T>
+Tensor<T, D> on_device(const Tensor<T>& t) {
+  if constexpr (std::is_same_v<D, cpu>) return t;
+  else return t.template to<D>();
+}
+}  // namespace detail
+
+// The generation loop over any cached step function; see the top of this file. On a device
+// other than the CPU the model runs there and each step's [B, V] logits come to the host, where
+// the token is chosen (the same code, so the same choice as on the CPU for the same logits).
+template <class Step, Device D = cpu>
+Tensor<std::int64_t, D> generate_with(Step&& step, const Tensor<std::int64_t, D>& prompt, const SamplingOptions& options) {
   if (prompt.rank() != 2 || prompt.size(1) < 1)
     throw ShapeError("[generate] the prompt must be [B, T0] with T0 >= 1, got " + prompt.shape().to_string());
   if (options.max_new_tokens < 0) throw ValueError("[generate] max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
@@ -190,9 +206,9 @@ Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prom
   std::vector<std::vector<std::int64_t>> history =
       options.repetition_includes_prompt ? sequences : std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(b));
   std::vector<bool> finished(static_cast<std::size_t>(b), false);
-  Tensor<std::int64_t> next = prompt;
+  Tensor<std::int64_t, D> next = prompt;
   for (Index n = 0; n < options.max_new_tokens; ++n) {
-    const auto tokens = choose_tokens(step(next), options, gen, n < options.min_new_tokens, history);
+    const auto tokens = choose_tokens(detail::on_host(step(next)), options, gen, n < options.min_new_tokens, history);
     std::vector<std::int64_t> column(static_cast<std::size_t>(b));
     bool all_done = true;
     for (Index r = 0; r < b; ++r) {
@@ -204,13 +220,13 @@ Tensor<std::int64_t> generate_with(Step&& step, const Tensor<std::int64_t>& prom
       all_done = all_done && finished[i];
     }
     if (all_done || n + 1 == options.max_new_tokens) break;
-    next = from_vector<std::int64_t>(column, Shape{b, 1});
+    next = detail::on_device<D>(from_vector<std::int64_t>(column, Shape{b, 1}));
   }
   const Index length = sequences.empty() ? t0 : static_cast<Index>(sequences[0].size());
   std::vector<std::int64_t> result;
   result.reserve(static_cast<std::size_t>(b * length));
   for (const auto& row : sequences) result.insert(result.end(), row.begin(), row.end());
-  return from_vector<std::int64_t>(result, Shape{b, length});
+  return detail::on_device<D>(from_vector<std::int64_t>(result, Shape{b, length}));
 }
 
 namespace detail {
