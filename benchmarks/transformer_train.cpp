@@ -7,6 +7,8 @@
 //   tiny   vocab 8000,  d 256, 4 layers, 4 heads, seq 128, batch 16   (5.24M parameters)
 //   small  vocab 16000, d 512, 6 layers, 8 heads, seq 256, batch 8    (27.2M parameters)
 // A training step is forward + backward + AdamW; inference is the forward pass to logits.
+// Modes train-bf16 and infer-bf16 run cerberus's mixed precision (DecoderOnly<bfloat16>, float
+// master weights in AdamW) with no peer: they show what bf16 costs and saves on this CPU.
 //
 // Every measurement runs in its own child process (this program re-executed with --one, or the
 // peer), so peak RSS (getrusage ru_maxrss) belongs to that model and mode alone, and LibTorch
@@ -14,7 +16,8 @@
 // benchmarks/run_transformer_train.sh for the settings compared.
 //
 // Usage: transformer_train [--peer PATH | --no-peer] [--configs tiny,small] [--modes train,infer]
-//                          [--threads 1,2] [--steps N] [--warmup N]
+//                          [--threads 1,2] [--steps N] [--warmup N]     (modes: train, infer,
+//                          train-bf16, infer-bf16)
 //        transformer_train --one CONFIG MODE THREADS STEPS WARMUP     (one measurement)
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -71,15 +74,16 @@ double cpu_ms() {
 }
 
 // One measurement in this process: prints the same line as the peer.
+template <class Element>
 int measure_one(const std::string& name, bool train, int threads, int steps, int warmup) {
   set_num_threads(threads);
   const auto c = config_named(name);
   const Index B = batch_of(name), T = c.max_seq_len;
   Generator gen(0);
-  nn::DecoderOnly<float> model(c, gen);
+  nn::DecoderOnly<Element> model(c, gen);
   // Inference builds no optimizer: AdamW allocates its moments up front (2 x 4 bytes per
   // parameter, 209 MB for small), which torch::optim::AdamW only does at its first step.
-  std::optional<optim::AdamW<>> optimizer;
+  std::optional<optim::AdamW<cpu, Element>> optimizer;
   if (train) optimizer.emplace(model.named_parameters(), optim::AdamWOptions{.lr = 3e-4, .weight_decay = 0.1});
   std::vector<std::int64_t> ids_host(static_cast<std::size_t>(B * T)), targets_host(ids_host.size());
   for (std::size_t i = 0; i < ids_host.size(); ++i) {
@@ -103,7 +107,7 @@ int measure_one(const std::string& name, bool train, int threads, int steps, int
     } else {
       NoGradGuard no_grad;
       auto logits = model.forward(ids);
-      loss_value = logits(0, 0, 0);
+      loss_value = static_cast<double>(static_cast<float>(logits(0, 0, 0)));
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (i >= warmup) times.push_back(ms), cpu_times.push_back(cpu_ms() - cpu_start);
@@ -189,8 +193,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "usage: transformer_train --one CONFIG MODE THREADS STEPS WARMUP\n");
       return 2;
     }
-    return measure_one(args[1], args[2] == "train", std::atoi(args[3].c_str()), std::atoi(args[4].c_str()),
-                       std::atoi(args[5].c_str()));
+    const bool train = args[2].rfind("train", 0) == 0, bf16 = args[2].ends_with("-bf16");
+    const int threads = std::atoi(args[3].c_str()), steps = std::atoi(args[4].c_str()), warmup = std::atoi(args[5].c_str());
+    return bf16 ? measure_one<bfloat16>(args[1], train, threads, steps, warmup) : measure_one<float>(args[1], train, threads, steps, warmup);
   }
 #ifdef CERBERUS_LIBTORCH_PEER
   std::string peer = CERBERUS_LIBTORCH_PEER;
@@ -216,15 +221,15 @@ int main(int argc, char** argv) {
   const std::string self = self_path(argv[0]);
   std::printf("GPT-style decoder, median of %s steps after %s warm-up; tokens/s, peak RSS in MiB\n", steps.c_str(),
               warmup.c_str());
-  std::printf("%-6s %-6s %4s | %10s %8s %8s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "step ms", "cpu ms",
+  std::printf("%-6s %-10s %4s | %10s %8s %8s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "step ms", "cpu ms",
               "RSS", "LibTorch", "RSS", "speedup", "RSS x");
   for (const auto& cfg : configs)
     for (const auto& mode : modes)
       for (const auto& t : threads) {
         const Result ours = run_child({self, "--one", cfg, mode, t, steps, warmup});
         Result theirs;
-        if (!peer.empty()) theirs = run_child({peer, cfg, mode, t, steps, warmup});
-        std::printf("%-6s %-6s %4s | %10.0f %8.1f %8.1f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.step_ms,
+        if (!peer.empty() && !mode.ends_with("-bf16")) theirs = run_child({peer, cfg, mode, t, steps, warmup});
+        std::printf("%-6s %-10s %4s | %10.0f %8.1f %8.1f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.step_ms,
                     ours.cpu_ms, ours.peak_rss_mib);
         if (theirs.ok)
           std::printf("%10.0f %8.0f | %7.2fx %7.2fx\n", theirs.tokens_per_s, theirs.peak_rss_mib,
