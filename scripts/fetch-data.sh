@@ -152,8 +152,14 @@ else
     -o Acquire::GzipIndexes=false -o Acquire::IndexTargets::deb::Packages::DefaultEnabled=false
   )
   # As root apt downloads as the sandbox user _apt, which must be able to write there.
-  if (($(id -u) == 0)) && id _apt >/dev/null 2>&1; then chown -R _apt "$apt_dir/lists/partial"; fi
-  if ! apt-get update -q "${apt_args[@]}" >"$WORK/apt.log" 2>&1; then
+  fresh_partial() {
+    rm -rf "$apt_dir/lists/partial" && mkdir -p "$apt_dir/lists/partial"
+    if (($(id -u) == 0)) && id _apt >/dev/null 2>&1; then chown -R _apt "$apt_dir/lists/partial"; fi
+  }
+  fresh_partial
+  # One retry from a clean download folder: a run once failed with "Failed to stat
+  # .../lists/partial/..._InRelease" right after a complete download.
+  if ! apt-get update -q "${apt_args[@]}" >"$WORK/apt.log" 2>&1 && ! { note "  apt-get update failed ($(tail -n 1 "$WORK/apt.log")); retrying once"; fresh_partial; apt-get update -q "${apt_args[@]}" >"$WORK/apt.log" 2>&1; }; then
     # A non-root user may lack permission for parts of apt's machinery: try sudo without a password.
     if (($(id -u) != 0)) && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
       note "  apt-get update failed as $(id -un); retrying with sudo -n"

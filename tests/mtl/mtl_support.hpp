@@ -1,4 +1,5 @@
-// Shared helpers of the mtl tests: a tiny trunk configuration and mixed batches.
+// Shared helpers of the mtl tests: a tiny trunk configuration, mixed batches, and the synthetic
+// "marked tokens" problem of related tasks.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +54,38 @@ mtl::Batch<T> make_batch(const std::vector<std::int64_t>& tasks, Index t, const 
   batch.labels = from_vector<std::int64_t>(labels);
   batch.token_labels = from_vector<std::int64_t>(token_labels, Shape{b, t});
   batch.values = from_vector<T>(values);
+  return batch;
+}
+
+// Tokens 1..40; half of them, scattered ((id * 7) % 41 < 20), are "marked". Task 0 ("count",
+// the first n_count rows, SequenceClassifier<2>): are at least half the tokens of the row
+// marked? (labels). Task 1 ("mark", n_mark rows, TokenClassifier<2>): is each token marked?
+// (token_labels). Rows of kMarkedT tokens, no padding.
+constexpr Index kMarkedT = 10;
+constexpr std::int64_t kMarkedVocab = 41;
+constexpr bool is_marked(std::int64_t id) { return (id * 7) % kMarkedVocab < 20; }
+
+inline mtl::Batch<float> marked_tokens(Index n_count, Index n_mark, std::uint64_t seed) {
+  Generator gen(seed);
+  const Index b = n_count + n_mark;
+  const auto u = uniform<double>(Shape{b, kMarkedT}, 0.0, 1.0, gen).to_vector();
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(b * kMarkedT)), tok(ids.size()), labels(static_cast<std::size_t>(b)), task(labels.size());
+  for (Index i = 0; i < b; ++i) {
+    int marked = 0;
+    for (Index j = 0; j < kMarkedT; ++j) {
+      const std::size_t at = static_cast<std::size_t>(i * kMarkedT + j);
+      ids[at] = 1 + static_cast<std::int64_t>(u[at] * static_cast<double>(kMarkedVocab - 1));
+      tok[at] = is_marked(ids[at]) ? 1 : 0;
+      marked += static_cast<int>(tok[at]);
+    }
+    labels[static_cast<std::size_t>(i)] = 2 * marked >= kMarkedT ? 1 : 0;
+    task[static_cast<std::size_t>(i)] = i < n_count ? 0 : 1;
+  }
+  mtl::Batch<float> batch;
+  batch.ids = from_vector<std::int64_t>(ids, Shape{b, kMarkedT});
+  batch.task_id = from_vector<std::int64_t>(task);
+  batch.labels = from_vector<std::int64_t>(labels);
+  batch.token_labels = from_vector<std::int64_t>(tok, Shape{b, kMarkedT});
   return batch;
 }
 

@@ -1,7 +1,8 @@
 // On a synthetic problem of related tasks with a shared latent feature, joint training (hard
 // sharing) beats training the data-poor task alone, measured as held-out accuracy.
 //
-// Tokens 1..40; half of them, scattered ((id * 7) % 41 < 20), are "marked" (the latent feature).
+// The data (mtl_support.hpp, marked_tokens): tokens 1..40; half of them, scattered
+// ((id * 7) % 41 < 20), are "marked" (the latent feature).
 //   task "count"  (few examples):  are at least half the tokens marked?  SequenceClassifier<2>
 //   task "mark"   (many examples): is each token marked?                   TokenClassifier<2>
 // Learning "count" alone from 12 examples must discover which of 40 tokens are marked from 12 labels;
@@ -19,34 +20,6 @@ namespace {
 using M = mtl::Model<nn::Encoder<>, mtl::Hard, mtl::Equal, mtl::Task<"count", mtl::SequenceClassifier<2, mtl::Pooling::mean>>,
                      mtl::Task<"mark", mtl::TokenClassifier<2>>>;
 
-constexpr Index kT = 10;
-constexpr std::int64_t kVocab = 41;
-constexpr bool is_marked(std::int64_t id) { return (id * 7) % kVocab < 20; }
-
-mtl::Batch<float> synthetic(Index n_count, Index n_mark, std::uint64_t seed) {
-  Generator gen(seed);
-  const Index b = n_count + n_mark;
-  const auto u = uniform<double>(Shape{b, kT}, 0.0, 1.0, gen).to_vector();
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(b * kT)), tok(ids.size()), labels(static_cast<std::size_t>(b)), task(labels.size());
-  for (Index i = 0; i < b; ++i) {
-    int marked = 0;
-    for (Index j = 0; j < kT; ++j) {
-      const std::size_t at = static_cast<std::size_t>(i * kT + j);
-      ids[at] = 1 + static_cast<std::int64_t>(u[at] * static_cast<double>(kVocab - 1));
-      tok[at] = is_marked(ids[at]) ? 1 : 0;
-      marked += static_cast<int>(tok[at]);
-    }
-    labels[static_cast<std::size_t>(i)] = 2 * marked >= kT ? 1 : 0;
-    task[static_cast<std::size_t>(i)] = i < n_count ? 0 : 1;
-  }
-  mtl::Batch<float> batch;
-  batch.ids = from_vector<std::int64_t>(ids, Shape{b, kT});
-  batch.task_id = from_vector<std::int64_t>(task);
-  batch.labels = from_vector<std::int64_t>(labels);
-  batch.token_labels = from_vector<std::int64_t>(tok, Shape{b, kT});
-  return batch;
-}
-
 double count_accuracy(M& m, const mtl::Batch<float>& test) {
   NoGradGuard no_grad;
   const auto out = m.forward(test);
@@ -59,12 +32,12 @@ double count_accuracy(M& m, const mtl::Batch<float>& test) {
 
 double train(const mtl::Batch<float>& data, const mtl::Batch<float>& test) {
   nn::TransformerConfig c;
-  c.vocab_size = kVocab;
+  c.vocab_size = kMarkedVocab;
   c.d_model = 16;
   c.n_layers = 1;
   c.n_heads = 2;
   c.d_ff = 32;
-  c.max_seq_len = kT;
+  c.max_seq_len = kMarkedT;
   Generator gen(42);
   M m(nn::Encoder<>(c, gen), gen);
   optim::AdamWOptions o;
@@ -77,9 +50,9 @@ double train(const mtl::Batch<float>& data, const mtl::Batch<float>& test) {
 }  // namespace
 
 TEST_CASE("joint training with a related data-rich task beats single-task training on the data-poor task") {
-  const auto joint_data = synthetic(12, 256, 1);
+  const auto joint_data = marked_tokens(12, 256, 1);
   const auto alone_data = joint_data.select(arange<std::int64_t>(12));  // the same 12 "count" examples
-  const auto test = synthetic(400, 0, 2);
+  const auto test = marked_tokens(400, 0, 2);
   const double alone = train(alone_data, test), joint = train(joint_data, test);
   std::printf("count accuracy: alone %.3f, joint %.3f\n", alone, joint);
   CHECK(joint >= alone + 0.1);

@@ -46,6 +46,9 @@ nn::TransformerConfig tiny_config(double dropout) {
 
 using Model = mtl::Model<nn::Decoder<float>, mtl::Hard, mtl::Uncertainty, mtl::Task<"echo", mtl::LMHead<mtl::Tying::tied>>,
                          mtl::Task<"parity", mtl::SequenceClassifier<2, mtl::Pooling::last>>>;
+// The same tasks in mixed precision (a weighting without parameters: the Trainer runs one optimizer).
+using MixedModel = mtl::Model<nn::Decoder<bfloat16>, mtl::Hard, mtl::Equal, mtl::Task<"echo", mtl::LMHead<mtl::Tying::tied, bfloat16>>,
+                              mtl::Task<"parity", mtl::SequenceClassifier<2, mtl::Pooling::last, bfloat16>>>;
 
 std::vector<instruct::TaskData> toy_tasks() {
   using instruct::TaskKind;
@@ -75,19 +78,29 @@ instruct::BatchOptions batch_options() {
   return o;
 }
 
-// Everything one run owns: tokenizer, batches, model, optimizer.
-struct Run {
+// Everything one run owns: tokenizer, batches (float: a bf16 model's Trainer converts them),
+// model, optimizer (of the model's element type).
+template <class M>
+struct RunOf {
+  using T = typename M::element_type;
   CharTokenizer tok;
   instruct::InstructionBatches<CharTokenizer> batches;
   Generator init;
-  Model model;
-  optim::AdamW<> optimizer;
+  M model;
+  optim::AdamW<cpu, T> optimizer;
 
-  Run(std::uint64_t model_seed, double dropout)
+  template <class Weighting>
+  RunOf(std::uint64_t model_seed, double dropout, Weighting weighting)
       : batches(tok, toy_tasks(), toy_mixture(toy_tasks()), 7, batch_options()),
         init(model_seed),
-        model(nn::Decoder<float>(tiny_config(dropout), init), init, mtl::Uncertainty(2)),
+        model(nn::Decoder<T>(tiny_config(dropout), init), init, std::move(weighting)),
         optimizer(model.trainable_parameters(), optim::AdamWOptions{.lr = 3e-3}) {}
+};
+struct Run : RunOf<Model> {
+  Run(std::uint64_t model_seed, double dropout) : RunOf(model_seed, dropout, mtl::Uncertainty(2)) {}
+};
+struct MixedRun : RunOf<MixedModel> {
+  MixedRun(std::uint64_t model_seed, double dropout) : RunOf(model_seed, dropout, mtl::Equal()) {}
 };
 
 fs::path fresh_dir(const std::string& name) {
@@ -97,26 +110,28 @@ fs::path fresh_dir(const std::string& name) {
 }
 
 // Minus the mean loss of two fixed batches, with per-task metrics.
-train::Evaluation evaluate_fixed(Model& m) {
+template <class M>
+train::Evaluation evaluate_fixed_batches(M& m) {
   CharTokenizer tok;
   instruct::InstructionBatches<CharTokenizer> val(tok, toy_tasks(), toy_mixture(toy_tasks()), 99, batch_options());
   train::Evaluation e;
   double sum = 0;
   for (int i = 0; i < 2; ++i) {
-    const auto losses = m.task_losses(val.next());
+    const auto losses = m.task_losses(val.next().template to<typename M::element_type>());
     for (std::size_t k = 0; k < losses.size(); ++k)
-      if (losses[k]) sum += losses[k]->item(), e.metrics[std::string(Model::task_names()[k]) + "/loss"] += losses[k]->item() / 2;
+      if (losses[k]) sum += losses[k]->item(), e.metrics[std::string(M::task_names()[k]) + "/loss"] += losses[k]->item() / 2;
   }
   e.score = -sum;
   return e;
 }
+train::Evaluation evaluate_fixed(Model& m) { return evaluate_fixed_batches(m); }
 
-std::vector<float> flat_parameters(const Model& m) {
+// Every trainable parameter's values, in order (bf16 values exactly as floats).
+template <class M>
+std::vector<float> flat_parameters(const M& m) {
   std::vector<float> out;
-  for (const auto& p : m.trainable_parameters()) {
-    const auto v = p.tensor.contiguous().to_vector();
-    out.insert(out.end(), v.begin(), v.end());
-  }
+  for (const auto& p : m.trainable_parameters())
+    for (const auto x : p.tensor.contiguous().to_vector()) out.push_back(static_cast<float>(x));
   return out;
 }
 
@@ -204,6 +219,57 @@ TEST_CASE("Trainer: a run interrupted and resumed gives the uninterrupted run's 
   for (const auto& e : fs::directory_iterator(dir_cut)) model_files += e.path().filename().string().starts_with("model-");
   CHECK(model_files == 1);
   CHECK(fs::exists(dir_cut / "best.safetensors"));
+}
+
+TEST_CASE("Trainer: a bf16 run interrupted and resumed gives the uninterrupted run's losses bit for bit", "[train][trainer][mixed]") {
+  const fs::path dir_full = fresh_dir("mixed_full"), dir_cut = fresh_dir("mixed_cut");
+  train::TrainerOptions o;
+  o.steps = 8;
+  o.accumulation = 2;
+  o.eval_every = 4;
+  o.progress = nullptr;
+  const optim::WarmupCosine schedule(3e-3, 2, 8);
+  const auto evaluate = evaluate_fixed_batches<MixedModel>;
+
+  MixedRun full(11, 0.1);
+  o.checkpoint_dir = dir_full;
+  train::Trainer t_full(full.model, full.optimizer, schedule, full.batches, evaluate, o);
+  const train::TrainResult r_full = t_full.run();
+  REQUIRE(r_full.step_losses.size() == 8);
+  CHECK(r_full.skipped_steps == 0);
+  CHECK(r_full.step_losses.back() < r_full.step_losses.front());
+
+  MixedRun first(11, 0.1);
+  o.checkpoint_dir = dir_cut;
+  o.stop_after = 3;  // between evaluations: the checkpoint written on interruption
+  train::Trainer t_first(first.model, first.optimizer, schedule, first.batches, evaluate, o);
+  const train::TrainResult r_first = t_first.run();
+  CHECK(r_first.steps == 3);
+  // The model file holds the bf16 parameters as BF16; the state holds their float masters.
+  const io::SafetensorsFile model_file((dir_cut / "model-3.safetensors").string());
+  const io::SafetensorsFile state_file((dir_cut / "state.safetensors").string());
+  const auto first_param = first.model.trainable_parameters().front();
+  CHECK(model_file.info(first_param.name).dtype == io::Dtype::BF16);
+  CHECK(state_file.info(first_param.name + ".master").dtype == io::Dtype::F32);
+
+  MixedRun second(999, 0.1);  // another initialisation: everything must come from the checkpoint
+  o.stop_after = 0;
+  train::Trainer t_second(second.model, second.optimizer, schedule, second.batches, evaluate, o);
+  REQUIRE(t_second.resume());
+  CHECK(t_second.step() == 3);
+  const train::TrainResult r_second = t_second.run();
+  REQUIRE(r_second.step_losses.size() == 5);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(r_first.step_losses[i] == r_full.step_losses[i]);
+  for (std::size_t i = 0; i < 5; ++i) CHECK(r_second.step_losses[i] == r_full.step_losses[3 + i]);
+  CHECK(flat_parameters(second.model) == flat_parameters(full.model));
+  const auto masters = [](const MixedRun& r) {
+    std::vector<float> out;
+    for (const auto& e : r.optimizer.state())
+      for (const float x : e.tensor.contiguous().to_vector()) out.push_back(x);
+    return out;
+  };
+  CHECK(masters(second) == masters(full));
+  CHECK(r_second.best_step == r_full.best_step);
 }
 
 TEST_CASE("Trainer: early stopping after `patience` evaluations without improvement", "[train][trainer]") {

@@ -16,6 +16,9 @@
 // (SequenceClassifier, Regression) refuses them (mtl::Model).
 // A field a task does not use may be undefined, or hold anything in that task's rows.
 //
+// to<U>() is the same batch for a model of element type U (only `values` changes type; a bf16
+// model's batch from a float source).
+//
 // route(task_id, n_tasks) gives the rows of each task as int64 [B_k] index tensors, nullopt for
 // a task with no example in the batch; select(rows) takes those rows of every defined field.
 #pragma once
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cerberus/core/error.hpp"
@@ -62,6 +66,16 @@ struct Batch {
     take(segments, out.segments);
     take(positions, out.positions);
     return out;
+  }
+
+  // The same examples with `values` converted to U (every other field shared).
+  template <Element U>
+  Batch<U> to() const {
+    if constexpr (std::is_same_v<U, T>) {
+      return *this;
+    } else {
+      return {ids, padding, task_id, labels, token_labels, values.defined() ? values.template to<U>() : Tensor<U>{}, segments, positions};
+    }
   }
 };
 

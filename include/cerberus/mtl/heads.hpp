@@ -17,7 +17,10 @@
 //
 // Every head is a Module built from a HeadContext (the trunk's width, vocabulary and token
 // embedding) by the model, and offers forward(hidden, padding) and loss(output, batch), where
-// batch holds only this task's examples. `input_width` is the width a head requires at compile
+// batch holds only this task's examples. Losses are in the compute type compute_t<T>: a bf16
+// head (mixed precision) computes bf16 outputs but returns a float loss (cross_entropy's float
+// sums; Regression converts prediction and targets to float before squaring), whose backward
+// gives the outputs bf16 gradients; float and double heads return T. `input_width` is the width a head requires at compile
 // time (0: whatever the trunk gives, read at run time); `element_type` must be the trunk's.
 // `per_token = true` marks a head that reads every position on its own (TokenClassifier, LMHead):
 // only such heads take packed rows (Batch::segments, several examples per row); mtl::Model
@@ -27,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cerberus/mtl/batch.hpp"
@@ -55,13 +59,20 @@ concept TaskHead = requires(H& h, const Tensor<T>& x, const Tensor<std::uint8_t>
   { H::input_width } -> std::convertible_to<Index>;
   H(c, g);
   { h.forward(x, m) } -> std::same_as<Tensor<T>>;
-  { h.loss(x, b) } -> std::same_as<Tensor<T>>;
+  { h.loss(x, b) } -> std::same_as<Tensor<compute_t<T>>>;
 };
 
 enum class Pooling { first, mean, last };
 enum class Tying { tied, untied };
 
 namespace detail {
+
+// t in its compute type (float for bf16), differentiably; t itself when T is its own compute type.
+template <FloatElement T>
+Tensor<compute_t<T>> to_compute(const Tensor<T>& t) {
+  if constexpr (std::is_same_v<T, compute_t<T>>) return t;
+  else return t.template to<compute_t<T>>();
+}
 
 inline void check_hidden(const char* op, const Shape& hidden, const Tensor<std::uint8_t>& padding, Index width) {
   if (hidden.rank() != 3 || hidden[2] != width)
@@ -138,7 +149,7 @@ class SequenceClassifier : public nn::Module<SequenceClassifier<N, P, T>, T, cpu
     return proj(detail::pool(P, hidden, padding));
   }
   // Mean cross-entropy against batch.labels [B].
-  Tensor<T> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
+  Tensor<compute_t<T>> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
     detail::require_field("SequenceClassifier", batch.labels, "labels", Shape{logits.size(0)});
     return cross_entropy(logits, batch.labels);
   }
@@ -167,7 +178,7 @@ class TokenClassifier : public nn::Module<TokenClassifier<N, T>, T, cpu> {
     return proj(hidden);
   }
   // Mean cross-entropy over the counted tokens of batch.token_labels [B, T] (padding ignored).
-  Tensor<T> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
+  Tensor<compute_t<T>> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
     detail::require_field("TokenClassifier", batch.token_labels, "token_labels", Shape{logits.size(0), logits.size(1)});
     return cross_entropy(logits, detail::ignore_padded(batch.token_labels, batch.padding, -100));
   }
@@ -196,11 +207,12 @@ class Regression : public nn::Module<Regression<K, P, T>, T, cpu> {
     return proj(detail::pool(P, hidden, padding));
   }
   // mean over B and K of (prediction - batch.values)^2; values [B] when K = 1, else [B, K].
-  Tensor<T> loss(const Tensor<T>& prediction, const Batch<T>& batch) const {
+  // In the compute type: a bf16 prediction and bf16 targets are converted to float first.
+  Tensor<compute_t<T>> loss(const Tensor<T>& prediction, const Batch<T>& batch) const {
     const Index b = prediction.size(0);
     const bool flat = K == 1 && batch.values.defined() && batch.values.rank() == 1;
     detail::require_field("Regression", batch.values, "values", flat ? Shape{b} : Shape{b, K});
-    const Tensor<T> diff = (flat ? prediction.reshape({b}) : prediction) - batch.values;
+    const Tensor<compute_t<T>> diff = detail::to_compute(flat ? prediction.reshape({b}) : prediction) - detail::to_compute(batch.values);
     return mean(diff * diff);
   }
 
@@ -243,7 +255,7 @@ class LMHead : public nn::Module<LMHead<Tie, T>, T, cpu> {
     return linear(hidden, weight());
   }
   // Mean cross-entropy over batch.token_labels [B, T] (next-token targets; -100 and padding ignored).
-  Tensor<T> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
+  Tensor<compute_t<T>> loss(const Tensor<T>& logits, const Batch<T>& batch) const {
     detail::require_field("LMHead", batch.token_labels, "token_labels", Shape{logits.size(0), logits.size(1)});
     return cross_entropy(logits, detail::ignore_padded(batch.token_labels, batch.padding, -100));
   }

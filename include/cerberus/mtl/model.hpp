@@ -10,6 +10,17 @@
 //   model.step(batch, optimizer)         zero_grad, losses, weighting.backward (+ the sharing
 //                                        penalty), optimizer.step(); returns the WeightingReport
 //
+// Mixed precision: with a bf16 trunk and heads (nn::Encoder<bfloat16>, SequenceClassifier<2,
+// Pooling::mean, bfloat16>, ...) weights, activations and gradients are bf16, while every loss
+// is float (compute_t<T>): task_losses, TaskLosses, penalty and total_loss hold float tensors
+// whose backward reaches the bf16 parameters. The optimizer is a bf16 one keeping float master
+// weights (optim::AdamW over trainable_parameters() deduces AdamW<cpu, bfloat16>). A weighting's
+// own parameters (Uncertainty, GradNorm) stay float, so a bf16 model keeps them out of
+// trainable_parameters() and offers them as weighting_parameters(): build a float optimizer
+// over them and pass it too, step(batch, optimizer, weighting_optimizer)
+// (needs_weighting_optimizer says when; step(batch, optimizer) refuses to compile then). A float
+// model lists them in trainable_parameters() and takes one optimizer.
+//
 // Legend: B = examples, T = time, C = d_model. The trunk maps ids [B, T] + key padding [B, T]
 // to hidden states [B, T, C]; the sharing strategy decides which trunk parameters each task
 // sees; each head sees only its own task's rows. A task absent from a batch has no loss
@@ -60,6 +71,7 @@ template <class Tr, class Sharing, class Weighting, class... Tasks>
 class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typename Tr::element_type, cpu> {
  public:
   using T = typename Tr::element_type;
+  using Loss = Tensor<compute_t<T>>;  // a task loss: float for float and bf16 models, double for double
   using Names = TaskNames<Tasks...>;
   static constexpr std::size_t task_count = sizeof...(Tasks);
 
@@ -129,11 +141,11 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   }
 
   // One mean loss per task over its own examples; nullopt for a task with no example.
-  std::vector<std::optional<Tensor<T>>> task_losses(const Batch<T>& batch) {
+  std::vector<std::optional<Loss>> task_losses(const Batch<T>& batch) {
     const auto rows = route(batch.task_id, batch.size(), task_count);
     check_packing(batch, rows);
     const auto hidden = strategy_.hidden(batch, rows);
-    std::vector<std::optional<Tensor<T>>> out(task_count);
+    std::vector<std::optional<Loss>> out(task_count);
     for_each_task([&](auto k) {
       if (!rows[k]) return;
       const Batch<T> mine = rows[k]->numel() == batch.size() ? batch : batch.select(*rows[k]);
@@ -143,36 +155,52 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
     return out;
   }
 
-  // The sharing strategy's penalty (Soft: the L2 coupling), or an undefined tensor.
-  Tensor<T> penalty() { return strategy_.penalty(); }
+  // The sharing strategy's penalty (Soft: the L2 coupling; computed in T, then converted), or an
+  // undefined tensor.
+  Loss penalty() {
+    const Tensor<T> p = strategy_.penalty();
+    return p.defined() ? detail::to_compute(p) : Loss{};
+  }
 
   // sum_k w_k L_k over the present tasks (w = 1 when `weights` is empty) + the penalty: for
   // gradient checks and for training without a weighting object.
-  Tensor<T> total_loss(const Batch<T>& batch, const std::vector<double>& weights = {}) {
+  Loss total_loss(const Batch<T>& batch, const std::vector<double>& weights = {}) {
     const auto losses = task_losses(batch);
-    Tensor<T> total = penalty();
+    Loss total = penalty();
     for (std::size_t k = 0; k < task_count; ++k) {
       if (!losses[k]) continue;
       const double w = weights.empty() ? 1.0 : weights.at(k);
-      const Tensor<T> term = *losses[k] * w;
-      total = total.defined() ? Tensor<T>(total + term) : term;
+      const Loss term = *losses[k] * w;
+      total = total.defined() ? Loss(total + term) : term;
     }
     return total;
   }
 
   // The parameters every task shares (the weighting measures gradient conflict on them).
   nn::ParameterList<T> shared_parameters() const { return strategy_.shared_parameters(); }
-  // Everything an optimizer should update: the model's parameters and the weighting's own.
+  // Everything the model's optimizer should update: the model's parameters, and for a float
+  // model the weighting's own (named "weighting.<name>").
   nn::ParameterList<T> trainable_parameters() const {
     nn::ParameterList<T> out = this->named_parameters();
-    if constexpr (std::is_same_v<T, float>)
-      for (auto p : weighting_parameters(weighting_)) out.push_back({"weighting." + p.name, p.tensor});
+    if constexpr (std::is_same_v<T, float>) {
+      const nn::ParameterList<float> own = weighting_parameters();
+      out.insert(out.end(), own.begin(), own.end());
+    }
     return out;
   }
+  // The weighting's own parameters (always float; empty when it has none), named as in
+  // trainable_parameters(). A non-float model needs a float optimizer of their own.
+  nn::ParameterList<float> weighting_parameters() const {
+    nn::ParameterList<float> out;
+    for (auto p : mtl::weighting_parameters(weighting_)) out.push_back({"weighting." + p.name, p.tensor});
+    return out;
+  }
+  // Whether step() needs a second optimizer for weighting_parameters().
+  static constexpr bool needs_weighting_optimizer = !std::is_same_v<T, float> && HasWeightingParameters<Weighting>;
 
-  // The losses as the weighting takes them.
+  // The losses as the weighting takes them (float: the model's element type is float or bf16).
   TaskLosses losses(const Batch<T>& batch)
-    requires std::is_same_v<T, float>
+    requires std::is_same_v<compute_t<T>, float>
   {
     TaskLosses out;
     for (auto name : Names::value) out.names.emplace_back(name);
@@ -182,16 +210,21 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
 
   // One training step: zero grads, losses, weighting backward (+ penalty backward), update.
   template <class Optimizer>
-    requires std::is_same_v<T, float> && LossWeighting<Weighting>
+    requires LossWeighting<Weighting, T>
   WeightingReport step(const Batch<T>& batch, Optimizer& optimizer) {
-    optimizer.zero_grad();
-    WeightingReport report = weighting_.backward(losses(batch), shared_parameters());
-    if (const Tensor<T> p = penalty(); p.defined()) {
-      p.backward();
-      report.total += static_cast<double>(p.item());
-    }
-    optimizer.step();
-    return report;
+    static_assert(!needs_weighting_optimizer,
+                  "this weighting's parameters are float and the model's are not: pass a float optimizer over model.weighting_parameters() "
+                  "as well, step(batch, optimizer, weighting_optimizer).");
+    return train_step(batch, optimizer);
+  }
+  // The same with the weighting's float parameters updated by their own optimizer (a bf16 model).
+  template <class Optimizer, class WeightingOptimizer>
+    requires LossWeighting<Weighting, T>
+  WeightingReport step(const Batch<T>& batch, Optimizer& optimizer, WeightingOptimizer& weighting_optimizer) {
+    static_assert(needs_weighting_optimizer,
+                  "step(batch, optimizer, weighting_optimizer) is for a non-float model whose weighting has parameters; here "
+                  "trainable_parameters() holds them already: use step(batch, optimizer).");
+    return train_step(batch, optimizer, weighting_optimizer);
   }
 
   template <class F>
@@ -204,6 +237,17 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   template <std::size_t... I>
   Heads make_heads(Generator& gen, std::index_sequence<I...>) {
     return Heads{typename Tasks::head_type(strategy_.context(I), gen)...};
+  }
+  template <class... Optimizers>
+  WeightingReport train_step(const Batch<T>& batch, Optimizers&... optimizers) {
+    (optimizers.zero_grad(), ...);
+    WeightingReport report = weighting_.backward(losses(batch), shared_parameters());
+    if (const Loss p = penalty(); p.defined()) {
+      p.backward();
+      report.total += static_cast<double>(p.item());
+    }
+    (optimizers.step(), ...);
+    return report;
   }
   template <class F>
   static void for_each_task(F&& f) {

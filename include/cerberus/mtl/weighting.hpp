@@ -16,4 +16,9 @@ namespace cerberus::mtl {
 static_assert(LossWeighting<Static<1.0>> && LossWeighting<RuntimeStatic> && LossWeighting<Equal> && LossWeighting<Uncertainty> &&
               LossWeighting<DWA> && LossWeighting<GradNorm> && LossWeighting<RLW> && LossWeighting<PCGrad> && LossWeighting<MGDA> &&
               LossWeighting<CAGrad>);
+// Every weighting takes bf16 shared parameters too (mixed precision).
+static_assert(LossWeighting<Static<1.0>, bfloat16> && LossWeighting<RuntimeStatic, bfloat16> && LossWeighting<Equal, bfloat16> &&
+              LossWeighting<Uncertainty, bfloat16> && LossWeighting<DWA, bfloat16> && LossWeighting<GradNorm, bfloat16> &&
+              LossWeighting<RLW, bfloat16> && LossWeighting<PCGrad, bfloat16> && LossWeighting<MGDA, bfloat16> &&
+              LossWeighting<CAGrad, bfloat16>);
 }  // namespace cerberus::mtl

@@ -13,13 +13,24 @@
 // NaN or inf makes no update (TrainResult::skipped_steps, a "skipped" log line); the schedule
 // follows the optimizer's own step count, so it does not advance either.
 //
+// Mixed precision: a bf16 model (mtl::Model over nn::Decoder<bfloat16>, ...) trains the same way
+// with a bf16 optimizer (optim::AdamW over its trainable_parameters(): float master weights and
+// moments in its state). Batches from a float source are converted (Batch::to), losses and the
+// reported totals are float, gradients are bf16: accumulation scales them in bf16, clipping
+// sums their squares in double and scales them in bf16. model-<step>.safetensors stores the bf16
+// parameters as BF16 and state.safetensors the float masters, so resume() is bit-exact in bf16
+// too. A weighting with float parameters of its own (Uncertainty, GradNorm) is refused for a
+// bf16 model at compile time: those need a second optimizer (mtl::Model::weighting_parameters),
+// which the Trainer does not run; train such a model with Model::step.
+//
 // Every eval_every steps (and after the last) evaluate(model) returns named metrics and one
 // selection score (higher is better, e.g. minus the mean validation loss). A better score by
 // more than min_improvement saves best.safetensors; `patience` evaluations in a row without one
 // stop the run early. Evaluation runs in eval mode, without recording, and restores train mode.
 //
 // Checkpoint directory (written at every evaluation, and when stopped by stop_after):
-//   model-<step>.safetensors   the model's trainable parameters (weighting parameters included)
+//   model-<step>.safetensors   the model's trainable parameters (weighting parameters included;
+//                              BF16 tensors for a bf16 model)
 //   state.safetensors          optimizer moments and step, the trainer's generator, and string
 //                              entries: trainer step / tokens / best score / patience counter, the
 //                              name of the model file above, the batch source's position, and the
@@ -71,21 +82,31 @@
 
 namespace cerberus::train {
 
-// Where batches come from: next(), and its position as strings for the training-state file.
+namespace detail {
+template <class B>
+inline constexpr bool is_batch = false;
+template <Element E>
+inline constexpr bool is_batch<mtl::Batch<E>> = true;
+}  // namespace detail
+
+// Where batches come from: next() (an mtl::Batch of any element type), and its position as
+// strings for the training-state file.
 template <class S>
 concept BatchSource = requires(S& s, const S& cs, std::map<std::string, std::string>& out, const std::map<std::string, std::string>& in) {
-  { s.next() } -> std::same_as<mtl::Batch<float>>;
+  requires detail::is_batch<decltype(s.next())>;
   cs.save_state(out);
   s.restore_state(in);
 };
 
-// What the trainer needs from a model: mtl::Model's losses / weighting / penalty / parameters.
+// What the trainer needs from a model of element type float or bf16: mtl::Model's losses /
+// weighting / penalty (float) / parameters (of the model's type).
 template <class M>
-concept TrainableModel = requires(M& m, const mtl::Batch<float>& b) {
+concept TrainableModel = requires(M& m, const mtl::Batch<typename M::element_type>& b) {
+  requires mtl::SharedElement<typename M::element_type>;
   { m.losses(b) } -> std::same_as<mtl::TaskLosses>;
   { m.weighting().backward(m.losses(b), m.shared_parameters()) } -> std::same_as<mtl::WeightingReport>;
   { m.penalty() } -> std::same_as<Tensor<float>>;
-  { m.trainable_parameters() } -> std::same_as<nn::ParameterList<float>>;
+  { m.trainable_parameters() } -> std::same_as<nn::ParameterList<typename M::element_type>>;
   m.train(true);
 };
 
@@ -173,7 +194,12 @@ inline std::int64_t parse_int(const std::map<std::string, std::string>& m, const
 
 template <TrainableModel Model, class Optimizer, optim::LrSchedule Schedule, BatchSource Source>
 class Trainer {
+  static_assert(!requires { requires Model::needs_weighting_optimizer; },
+                "the model's weighting has float parameters and the model's are not float: they need an optimizer of their own, "
+                "which train::Trainer does not run. Use a weighting without parameters, or train with Model::step.");
+
  public:
+  using T = typename Model::element_type;
   using Evaluate = std::function<Evaluation(Model&)>;
 
   Trainer(Model& model, Optimizer& optimizer, Schedule schedule, Source& source, Evaluate evaluate, TrainerOptions options = {})
@@ -218,7 +244,7 @@ class Trainer {
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t tokens_at_start = tokens_;
     TrainResult result;
-    const nn::ParameterList<float> params = model_.trainable_parameters();
+    const nn::ParameterList<T> params = model_.trainable_parameters();
     ProgressBar bar(options_.steps, options_.progress, options_.progress_every);
     bar.show_perplexity(false);
     if (step_ == 0) log("{\"event\": \"start\", \"steps\": " + std::to_string(options_.steps) + "}");
@@ -233,7 +259,7 @@ class Trainer {
       std::int64_t tokens = 0;
       std::vector<std::string> names;
       for (int micro = 0; micro < options_.accumulation; ++micro) {
-        const mtl::Batch<float> batch = source_.next();
+        const mtl::Batch<T> batch = source_.next().template to<T>();
         tokens += count_tokens(batch);
         mtl::TaskLosses losses = model_.losses(batch);
         if (names.empty()) names = losses.names;
@@ -307,17 +333,17 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
 
  private:
-  static std::int64_t count_tokens(const mtl::Batch<float>& b) {
+  static std::int64_t count_tokens(const mtl::Batch<T>& b) {
     if (!b.padding.defined()) return b.ids.numel();
     std::int64_t n = 0;
     for (const auto p : b.padding.contiguous().to_vector()) n += p == 0;
     return n;
   }
 
-  static void scale_gradients(const nn::ParameterList<float>& params, double s) {
+  static void scale_gradients(const nn::ParameterList<T>& params, double s) {
     NoGradGuard no_grad;
     for (const auto& p : nn::unique_parameters(params)) {
-      const Tensor<float> g = p.tensor.grad();
+      const Tensor<T> g = p.tensor.grad();
       if (g.defined()) g *= static_cast<float>(s);
     }
   }

@@ -102,7 +102,8 @@ class CAGrad {
       throw ValueError("[CAGrad] rescale must be 0, 1 or 2, got " + std::to_string(options.rescale));
   }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     return surgery_backward(l, shared, "CAGrad", gradients_,
                             [&](const GramMatrix& G, const std::vector<std::size_t>&) { return cagrad_coefficients(G, options_); });
   }

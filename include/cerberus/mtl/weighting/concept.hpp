@@ -15,6 +15,14 @@
 //   total           the combined loss value (surgery: the plain sum of the present losses)
 //
 // An absent task contributes nothing: no backward, no gradient, no change to any statistic.
+//
+// Mixed precision: the losses are always float (a bf16 model's heads return float losses), and
+// every weighting's backward takes the shared parameters as nn::ParameterList<float> or
+// nn::ParameterList<bfloat16> (SharedElement). With bf16 parameters, the weightings that read
+// per-task gradients (measure_conflict, GradNorm, PCGrad, MGDA, CAGrad) do their arithmetic in
+// double on the bf16 gradients and write the combined gradient back rounded to bf16. A
+// weighting's own learned parameters (Uncertainty, GradNorm) stay float whatever the model's
+// element type: see weighting_parameters below and mtl::Model.
 #pragma once
 
 #include <concepts>
@@ -40,8 +48,13 @@ struct WeightingReport {
   double total = 0;
 };
 
-template <class W>
-concept LossWeighting = requires(W w, const TaskLosses& l, const nn::ParameterList<float>& shared) {
+// The element types of the shared parameters a weighting's backward takes.
+template <class T>
+concept SharedElement = std::same_as<T, float> || std::same_as<T, bfloat16>;
+
+// A weighting usable by a model whose shared parameters have element type T.
+template <class W, class T = float>
+concept LossWeighting = requires(W w, const TaskLosses& l, const nn::ParameterList<T>& shared) {
   { w.backward(l, shared) } -> std::same_as<WeightingReport>;
 };
 
@@ -52,7 +65,9 @@ template <class W>
 inline constexpr std::size_t weighting_task_count = 0;
 
 // A weighting with learned parameters (Uncertainty's log-variances, GradNorm's weights) offers
-// them as `parameters()` so that the model's optimizer updates them.
+// them as `parameters()` so that an optimizer updates them. They are float in every model: a
+// float model's optimizer takes them with the model's parameters (Model::trainable_parameters);
+// a bf16 model's cannot, so they get a float optimizer of their own (Model::weighting_parameters).
 template <class W>
 concept HasWeightingParameters = requires(const W& w) {
   { w.parameters() } -> std::convertible_to<nn::ParameterList<float>>;

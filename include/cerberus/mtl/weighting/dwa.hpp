@@ -76,7 +76,8 @@ class DWA {
     return w;
   }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     const std::vector<std::size_t> present = present_tasks(l, "DWA");
     const std::size_t n = l.losses.size();
     if (sum_.size() != n) {

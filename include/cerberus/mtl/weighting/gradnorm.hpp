@@ -12,7 +12,8 @@
 // L_i(0) is task i's loss at the first step it was present. The weights are one parameter tensor
 // [N] named "gradnorm.weights" (start: 1), offered by parameters(): give them to the optimizer,
 // whose step applies dL_grad/dw (backward() adds it to their .grad(); the task losses do not
-// reach w). At the start of each backward the weights are clamped to >= min_weight and
+// reach w). They are float in a bf16 model too (mtl::Model::weighting_parameters: a float
+// optimizer of their own); the norms G_i are then those of W's bf16 gradients, read in double. At the start of each backward the weights are clamped to >= min_weight and
 // renormalised to sum to N (the paper renormalises after each update; same weights in force).
 // Sums and means run over the tasks present in the batch; an absent task's weight gets no
 // gradient. Cost: one backward per present task (the norms need each task's own gradient on W).
@@ -61,10 +62,11 @@ class GradNorm {
   const std::vector<double>& target_norms() const { return targets_; }
   double gradnorm_loss() const { return gradnorm_loss_; }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     const auto n = static_cast<std::size_t>(weights_.numel());
     const std::vector<std::size_t> present = present_tasks(l, "GradNorm", n);
-    const Tensor<float> layer = find_layer(shared);
+    const Tensor<T> layer = find_layer(shared);
     const std::vector<double> w = renormalise();
     const double nan = std::numeric_limits<double>::quiet_NaN();
     grad_norms_.assign(n, nan);
@@ -83,7 +85,7 @@ class GradNorm {
     }
 
     // Each task's own gradient on W (and on every shared parameter when measuring conflict).
-    gradients_.bind(options_.measure_conflict ? shared : nn::ParameterList<float>{{"layer", layer}});
+    gradients_.bind(options_.measure_conflict ? shared : nn::ParameterList<T>{{"layer", layer}});
     per_task_backward(terms, gradients_);
     const auto [offset, count] = gradients_.range_of(layer);
     std::vector<double> G(present.size(), 0.0), lt(present.size(), 1.0);
@@ -117,7 +119,8 @@ class GradNorm {
   }
 
  private:
-  Tensor<float> find_layer(const nn::ParameterList<float>& shared) const {
+  template <SharedElement T>
+  Tensor<T> find_layer(const nn::ParameterList<T>& shared) const {
     if (shared.empty()) throw ValueError("[GradNorm] needs at least one shared parameter to measure gradient norms on");
     if (options_.layer.empty()) return shared.back().tensor;
     std::string names;

@@ -59,7 +59,8 @@ class PCGrad {
   explicit PCGrad(PCGradOptions options = {}) : generator_(options.seed) {}
   Generator& generator() { return generator_; }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     return surgery_backward(l, shared, "PCGrad", gradients_,
                             [&](const GramMatrix& G, const std::vector<std::size_t>&) { return pcgrad_coefficients(G, generator_); });
   }

@@ -33,7 +33,8 @@ class RLW {
 
   Generator& generator() { return generator_; }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     const std::vector<std::size_t> present = present_tasks(l, "RLW");
     const std::size_t n = l.losses.size();
     std::vector<double> w(n, 0.0);

@@ -37,8 +37,9 @@ inline void check_weights(const std::vector<double>& w, const char* op) {
 }
 
 // sum_i w_i L_i over the present tasks.
-inline WeightingReport backward_static(const TaskLosses& l, const std::vector<double>& w, const nn::ParameterList<float>& shared,
-                                       bool measure_conflict, SharedGradients& gradients, const char* op, std::size_t expected) {
+template <SharedElement T>
+WeightingReport backward_static(const TaskLosses& l, const std::vector<double>& w, const nn::ParameterList<T>& shared, bool measure_conflict,
+                                SharedGradients& gradients, const char* op, std::size_t expected) {
   const std::vector<std::size_t> present = present_tasks(l, op, expected);
   std::vector<Tensor<float>> terms;
   for (std::size_t i : present) terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
@@ -57,7 +58,8 @@ class Static {
 
   explicit Static(ConflictOptions options = {}) : options_(options) {}
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     return detail::backward_static(l, std::vector<double>{W...}, shared, options_.measure_conflict, gradients_, "Static", task_count);
   }
 
@@ -81,7 +83,8 @@ class RuntimeStatic {
   }
   const std::vector<double>& weights() const { return weights_; }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     if (weights_.empty()) throw ValueError("[RuntimeStatic] no weights set; pass one weight per task to the constructor or set_weights()");
     if (weights_.size() != l.losses.size())
       throw ValueError("[RuntimeStatic] " + std::to_string(weights_.size()) + " weights for " + std::to_string(l.losses.size()) +
@@ -98,7 +101,8 @@ class RuntimeStatic {
 class Equal {
  public:
   explicit Equal(ConflictOptions options = {}) : options_(options) {}
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     return detail::backward_static(l, std::vector<double>(l.losses.size(), 1.0), shared, options_.measure_conflict, gradients_, "Equal", 0);
   }
 

@@ -2,7 +2,8 @@
 // to read each task's gradient on the shared parameters (flattened, in double), the Gram matrix
 // and cosines of those gradients, and writing a combined gradient back.
 //
-// Per-task gradients on the shared parameters (K present tasks, D shared elements):
+// Per-task gradients on the shared parameters (K present tasks, D shared elements; float or bf16
+// parameters, the gradients always held in double here):
 //   bind(shared)       the gradients the shared parameters hold now are set aside and zeroed
 //   per_task_backward  for each task k: terms[k].backward(retain_graph = k < K-1), copy the shared
 //                      gradients into g_k and zero them. Parameters outside `shared` (heads) keep
@@ -20,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "cerberus/autograd/grad_mode.hpp"
@@ -70,8 +72,10 @@ inline WeightingReport empty_report(std::size_t n, bool with_cosine) {
 }
 
 // The gradients of the shared parameters as flat vectors in double: one per task, plus the
-// gradients held before the step. Frozen parameters (requires_grad off) and repeated entries
-// (tied weights) are left out. A weighting keeps one and binds it each step, so its buffers are
+// gradients held before the step. Parameters may be float or bf16 (SharedElement; one list is
+// one type): bf16 gradients are read exactly into double and the combined gradient is written
+// back rounded to bf16. Frozen parameters (requires_grad off) and repeated entries (tied
+// weights) are left out. A weighting keeps one and binds it each step, so its buffers are
 // reused: steps after the first touch no fresh memory (a fresh page costs ~12 us here, more
 // than the arithmetic). Passes over the elements run on the thread pool; sums use fixed blocks,
 // so results do not depend on the thread count.
@@ -81,7 +85,8 @@ class SharedGradients {
 
   // Takes the parameters of this step and sets the gradients they hold aside (zeroing them), so
   // that the next backward leaves exactly its own gradient.
-  void bind(const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  void bind(const nn::ParameterList<T>& shared) {
     slots_.clear();
     size_ = 0;
     any_stashed_ = false;
@@ -91,19 +96,18 @@ class SharedGradients {
       size_ += static_cast<std::size_t>(p.tensor.numel());
     }
     for (auto& s : slots_) {
-      const Tensor<float> g = s.tensor.grad();
-      if (!g.defined()) continue;
+      if (!std::visit([](const auto& tensor) { return tensor.grad().defined(); }, s.tensor)) continue;
       if (!any_stashed_) stash_.resize(size_);
       any_stashed_ = s.stashed = true;
-      read(g, stash_.data() + s.offset);
-      s.tensor.zero_grad();
+      move_grad(s, stash_.data() + s.offset);
     }
   }
   std::size_t size() const { return size_; }
   // Where a parameter's elements lie in the flat vectors: {offset, count}; {0, 0} if not held.
-  std::pair<std::size_t, std::size_t> range_of(const Tensor<float>& p) const {
+  template <SharedElement T>
+  std::pair<std::size_t, std::size_t> range_of(const Tensor<T>& p) const {
     for (const auto& s : slots_)
-      if (s.tensor.data() == p.data()) return {s.offset, s.numel};
+      if (const auto* t = std::get_if<Tensor<T>>(&s.tensor); t && t->data() == p.data()) return {s.offset, s.numel};
     return {0, 0};
   }
   // Task k's gradient, as left by take(k).
@@ -114,15 +118,8 @@ class SharedGradients {
   void take(std::size_t k) {
     if (tasks_.size() <= k) tasks_.resize(k + 1);
     tasks_[k].resize(size_);
-    for (auto& s : slots_) {
-      const Tensor<float> g = s.tensor.grad();
-      if (!g.defined()) {
-        std::fill_n(tasks_[k].data() + s.offset, s.numel, 0.0);
-        continue;
-      }
-      read(g, tasks_[k].data() + s.offset);
-      s.tensor.zero_grad();
-    }
+    for (auto& s : slots_)
+      if (!move_grad(s, tasks_[k].data() + s.offset)) std::fill_n(tasks_[k].data() + s.offset, s.numel, 0.0);
   }
 
   // G[i][j] = <g_i, g_j> over the first K tasks.
@@ -155,53 +152,66 @@ class SharedGradients {
     return G;
   }
 
-  // Sets every shared gradient to the one set aside plus sum_k c[k] g_k (in one pass).
+  // Sets every shared gradient to the one set aside plus sum_k c[k] g_k (in one pass, summed in
+  // double, then rounded to the parameter's type).
   void restore(const std::vector<double>& c) {
     const std::size_t K = c.size();
-    for (auto& s : slots_) {
-      Tensor<float> g = s.tensor.grad();
-      if (!g.defined()) {
-        bool zero = true;  // no task reached this parameter and nothing was set aside
-        for (std::size_t k = 0; k < K && zero; ++k)
-          for (std::size_t e = 0; e < s.numel && zero; ++e) zero = c[k] * tasks_[k][s.offset + e] == 0.0;
-        if (zero) continue;
-        make_grad(s.tensor);
-        g = s.tensor.grad();
-      }
-      const bool direct = g.is_contiguous();
-      std::vector<float> staging(direct ? 0 : s.numel);
-      float* out = direct ? g.data() : staging.data();
-      const double* stash = s.stashed ? stash_.data() + s.offset : nullptr;
-      parallel_for(0, static_cast<Index>(s.numel), block, [&](Index b, Index e) {
-        for (Index x = b; x < e; ++x) {
-          double v = stash ? stash[x] : 0.0;
-          for (std::size_t k = 0; k < K; ++k) v += c[k] * tasks_[k][s.offset + static_cast<std::size_t>(x)];
-          out[x] = static_cast<float>(v);
-        }
-      });
-      if (!direct) {
-        NoGradGuard no_grad;
-        g.assign(from_vector<float>(staging, g.shape()));
-      }
-    }
+    for (auto& s : slots_) std::visit([&](const auto& tensor) { restore_slot(s, tensor, c, K); }, s.tensor);
   }
 
  private:
   struct Slot {
-    Tensor<float> tensor;
+    std::variant<Tensor<float>, Tensor<bfloat16>> tensor;
     std::size_t offset, numel;
     bool stashed;
   };
-  static void read(const Tensor<float>& g, double* out) {
-    const Tensor<float> src = g.contiguous();  // gradients are contiguous (AccumulateGrad adopts or clones)
-    const float* in = src.data();
-    parallel_for(0, src.numel(), block, [&](Index b, Index e) {
-      for (Index x = b; x < e; ++x) out[x] = in[x];
+  template <SharedElement T>
+  void restore_slot(const Slot& s, const Tensor<T>& tensor, const std::vector<double>& c, std::size_t K) {
+    Tensor<T> g = tensor.grad();
+    if (!g.defined()) {
+      bool zero = true;  // no task reached this parameter and nothing was set aside
+      for (std::size_t k = 0; k < K && zero; ++k)
+        for (std::size_t e = 0; e < s.numel && zero; ++e) zero = c[k] * tasks_[k][s.offset + e] == 0.0;
+      if (zero) return;
+      make_grad(tensor);
+      g = tensor.grad();
+    }
+    const bool direct = g.is_contiguous();
+    std::vector<T> staging(direct ? 0 : s.numel);
+    T* out = direct ? g.data() : staging.data();
+    const double* stash = s.stashed ? stash_.data() + s.offset : nullptr;
+    parallel_for(0, static_cast<Index>(s.numel), block, [&](Index b, Index e) {
+      for (Index x = b; x < e; ++x) {
+        double v = stash ? stash[x] : 0.0;
+        for (std::size_t k = 0; k < K; ++k) v += c[k] * tasks_[k][s.offset + static_cast<std::size_t>(x)];
+        out[x] = static_cast<T>(static_cast<float>(v));
+      }
     });
+    if (!direct) {
+      NoGradGuard no_grad;
+      g.assign(from_vector<T>(staging, g.shape()));
+    }
+  }
+  // Copies the slot's gradient into `out` (exactly, in double) and zeroes it; false when it has none.
+  static bool move_grad(const Slot& s, double* out) {
+    return std::visit(
+        [&](const auto& tensor) {
+          const auto g = tensor.grad();
+          if (!g.defined()) return false;
+          const auto src = g.contiguous();  // gradients are contiguous (AccumulateGrad adopts or clones)
+          const auto* in = src.data();
+          parallel_for(0, src.numel(), block, [&](Index b, Index e) {
+            for (Index x = b; x < e; ++x) out[x] = static_cast<double>(static_cast<float>(in[x]));
+          });
+          tensor.zero_grad();
+          return true;
+        },
+        s.tensor);
   }
   // Gives a parameter a zero gradient through the tape (the only writer of .grad()).
-  static void make_grad(const Tensor<float>& p) {
-    const Tensor<float> zero = sum(p * 0.0f);
+  template <SharedElement T>
+  static void make_grad(const Tensor<T>& p) {
+    const auto zero = sum(p * 0.0f);
     zero.backward();
   }
   std::vector<Slot> slots_;
@@ -243,10 +253,10 @@ inline std::vector<std::vector<double>> cosine_matrix(std::size_t n, const std::
 // learned form), weights[i] the weight of task i (all n tasks; absent ones are reported as 0).
 // Without conflict measurement: one backward of sum_k terms[k]. With it: one backward per task
 // (the cosines need each task's own shared gradient) and the shared gradients summed in double.
-inline WeightingReport backward_weighted_terms(const TaskLosses& l, const std::vector<std::size_t>& present,
-                                               const std::vector<Tensor<float>>& terms, const std::vector<double>& weights,
-                                               const nn::ParameterList<float>& shared, bool measure_conflict,
-                                               SharedGradients& grads) {
+template <SharedElement T>
+WeightingReport backward_weighted_terms(const TaskLosses& l, const std::vector<std::size_t>& present,
+                                        const std::vector<Tensor<float>>& terms, const std::vector<double>& weights,
+                                        const nn::ParameterList<T>& shared, bool measure_conflict, SharedGradients& grads) {
   WeightingReport r = empty_report(l.losses.size(), measure_conflict);
   for (std::size_t k = 0; k < present.size(); ++k) {
     r.losses[present[k]] = static_cast<double>(l.losses[present[k]]->item());
@@ -276,8 +286,8 @@ inline WeightingReport backward_weighted_terms(const TaskLosses& l, const std::v
 // The backward of a gradient-surgery weighting: one backward per present task at weight 1 (heads
 // get their own task's plain gradient), then `coefficients(G, present)` (G = the Gram matrix of
 // the present tasks' shared gradients) gives c with shared gradient = sum_k c[k] g_k.
-template <class Coefficients>
-WeightingReport surgery_backward(const TaskLosses& l, const nn::ParameterList<float>& shared, const char* op, SharedGradients& grads,
+template <SharedElement T, class Coefficients>
+WeightingReport surgery_backward(const TaskLosses& l, const nn::ParameterList<T>& shared, const char* op, SharedGradients& grads,
                                  Coefficients&& coefficients) {
   const std::vector<std::size_t> present = present_tasks(l, op);
   WeightingReport r = empty_report(l.losses.size(), true);

@@ -9,7 +9,8 @@
 // so s_i settles where exp(s_i) = L_i: noisier (larger-loss) tasks get smaller weights
 // exp(-s_i) / 2, the weight reported. The s_i start at `initial_log_variance` (LibMTL: -0.5) and
 // are one parameter tensor [N] named "uncertainty.log_variance", offered by parameters(): give
-// them to the optimizer with the model's parameters. An absent task's s_i gets no gradient.
+// them to the optimizer with the model's parameters. They are float in a bf16 model too (whose
+// losses are float): there they get a float optimizer of their own (mtl::Model::weighting_parameters). An absent task's s_i gets no gradient.
 #pragma once
 
 #include <cmath>
@@ -43,7 +44,8 @@ class Uncertainty {
   const Tensor<float>& log_variance() const { return log_variance_; }
   nn::ParameterList<float> parameters() const { return {{"uncertainty.log_variance", log_variance_}}; }
 
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<float>& shared) {
+  template <SharedElement T>
+  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
     const auto n = static_cast<std::size_t>(log_variance_.numel());
     const std::vector<std::size_t> present = present_tasks(l, "Uncertainty", n);
     const std::vector<float> s = log_variance_.to_vector();
