@@ -65,6 +65,18 @@ constexpr Index kMarkedT = 10;
 constexpr std::int64_t kMarkedVocab = 41;
 constexpr bool is_marked(std::int64_t id) { return (id * 7) % kMarkedVocab < 20; }
 
+// The small encoder both marked-tokens tests train.
+inline nn::TransformerConfig marked_config() {
+  nn::TransformerConfig c;
+  c.vocab_size = kMarkedVocab;
+  c.d_model = 16;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.d_ff = 32;
+  c.max_seq_len = kMarkedT;
+  return c;
+}
+
 inline mtl::Batch<float> marked_tokens(Index n_count, Index n_mark, std::uint64_t seed) {
   Generator gen(seed);
   const Index b = n_count + n_mark;

@@ -31,13 +31,7 @@ double count_accuracy(M& m, const mtl::Batch<float>& test) {
 }
 
 double train(const mtl::Batch<float>& data, const mtl::Batch<float>& test) {
-  nn::TransformerConfig c;
-  c.vocab_size = kMarkedVocab;
-  c.d_model = 16;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 32;
-  c.max_seq_len = kMarkedT;
+  const nn::TransformerConfig c = marked_config();
   Generator gen(42);
   M m(nn::Encoder<>(c, gen), gen);
   optim::AdamWOptions o;

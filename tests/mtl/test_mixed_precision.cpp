@@ -197,13 +197,7 @@ TEST_CASE("a few dozen steps of joint training lower the loss in bf16 as in floa
                          mtl::Task<"mark", mtl::TokenClassifier<2>>>;
   using M16 = mtl::Model<nn::Encoder<bfloat16>, mtl::Hard, mtl::Equal, mtl::Task<"count", mtl::SequenceClassifier<2, mtl::Pooling::mean, bfloat16>>,
                          mtl::Task<"mark", mtl::TokenClassifier<2, bfloat16>>>;
-  nn::TransformerConfig c;
-  c.vocab_size = kMarkedVocab;
-  c.d_model = 16;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 32;
-  c.max_seq_len = kMarkedT;
+  const nn::TransformerConfig c = marked_config();
   const auto data32 = marked_tokens(32, 96, 1);
   const auto data16 = data32.to<bfloat16>();
   const auto test = marked_tokens(0, 200, 2);
