@@ -325,10 +325,9 @@ train::Evaluation validate(Model& model, const std::vector<mtl::Batch<float>>& b
   std::vector<double> loss(n, 0.0), count(n, 0.0);
   double correct = 0, seen = 0;
   for (const auto& b : batches) {
-    const auto losses = model.task_losses(b);
+    const auto out = model.forward_with_losses(b);  // one trunk pass for the losses and the logits
     for (std::size_t k = 0; k < n; ++k)
-      if (losses[k]) loss[k] += losses[k]->item(), count[k] += 1;
-    const auto out = model.forward(b);
+      if (out.losses[k]) loss[k] += out.losses[k]->item(), count[k] += 1;
     for (std::size_t k = 0; k < n; ++k) {
       if (!out.outputs[k] || out.outputs[k]->rank() != 2) continue;  // classifier heads: [B_k, classes]
       const auto logits = out.outputs[k]->contiguous().to_vector();

@@ -52,6 +52,28 @@ TEST_CASE("each task's loss is its head's mean over its own examples, as if batc
   CHECK(std::abs(mixed[0]->item() - want / 2) < 1e-5);
 }
 
+TEST_CASE("forward_with_losses gives forward's outputs and task_losses' losses from one trunk pass") {
+  Generator gen(5);
+  M m(nn::Encoder<>(tiny_config(), gen), gen);
+  m.eval();  // no dropout: the three calls must see the same network
+  const auto batch = make_batch<float>({1, 0, 1, 1, 0}, 5, {0, 2, 1, 0, 3}, 6);  // task c absent
+  const auto both = m.forward_with_losses(batch);
+  const auto outputs = m.forward(batch);
+  const auto losses = m.task_losses(batch);
+  CHECK(outputs.losses.empty());
+  REQUIRE(both.losses.size() == 3);
+  for (std::size_t k = 0; k < 3; ++k) {
+    REQUIRE(both.outputs[k].has_value() == outputs.outputs[k].has_value());
+    REQUIRE(both.losses[k].has_value() == losses[k].has_value());
+    CHECK(both.rows[k].has_value() == outputs.rows[k].has_value());
+    if (!both.outputs[k]) continue;
+    CHECK(both.outputs[k]->to_vector() == outputs.outputs[k]->to_vector());
+    CHECK(both.rows[k]->to_vector() == outputs.rows[k]->to_vector());
+    CHECK(both.losses[k]->item() == losses[k]->item());
+  }
+  CHECK(!both.losses[2].has_value());
+}
+
 TEST_CASE("an absent task: no loss, no gradient, no update, and the step still works") {
   Generator gen(3);
   M m(nn::Encoder<>(tiny_config(), gen), gen);

@@ -7,6 +7,8 @@
 //   M model(nn::Encoder<>(config, gen), gen);
 //   model.head<"sentiment">()            the head, found by name at compile time
 //   model.losses(batch)                  TaskLosses: one mean loss per task present in the batch
+//   model.forward(batch)                 each task's head output on its rows (and the rows)
+//   model.forward_with_losses(batch)     both from one pass of the trunk (validation)
 //   model.step(batch, optimizer)         zero_grad, losses, weighting.backward (+ the sharing
 //                                        penalty), optimizer.step(); returns the WeightingReport
 //
@@ -123,37 +125,19 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   Strategy& sharing() { return strategy_; }
   Weighting& weighting() { return weighting_; }
 
-  // Each task's head output on its own examples (nullopt where absent), with the rows they came from.
+  // Each task's head output on its own examples (nullopt where absent), with the rows they came
+  // from; forward_with_losses also fills each present task's mean loss, computed from that same
+  // output (one pass of the trunk gives both, e.g. for validation).
   struct Outputs {
     std::vector<std::optional<Tensor<T>>> outputs;
     detail::Rows rows;
+    std::vector<std::optional<Loss>> losses;  // forward_with_losses only; empty after forward
   };
-  Outputs forward(const Batch<T>& batch) {
-    Outputs out;
-    out.rows = route(batch.task_id, batch.size(), task_count);
-    check_packing(batch, out.rows);
-    const auto hidden = strategy_.hidden(batch, out.rows);
-    out.outputs.resize(task_count);
-    for_each_task([&](auto k) {
-      if (out.rows[k]) out.outputs[k] = std::get<k>(heads_).forward(*hidden[k], select_padding(batch, *out.rows[k]));
-    });
-    return out;
-  }
+  Outputs forward(const Batch<T>& batch) { return pass(batch, /*with_losses=*/false); }
+  Outputs forward_with_losses(const Batch<T>& batch) { return pass(batch, /*with_losses=*/true); }
 
   // One mean loss per task over its own examples; nullopt for a task with no example.
-  std::vector<std::optional<Loss>> task_losses(const Batch<T>& batch) {
-    const auto rows = route(batch.task_id, batch.size(), task_count);
-    check_packing(batch, rows);
-    const auto hidden = strategy_.hidden(batch, rows);
-    std::vector<std::optional<Loss>> out(task_count);
-    for_each_task([&](auto k) {
-      if (!rows[k]) return;
-      const Batch<T> mine = rows[k]->numel() == batch.size() ? batch : batch.select(*rows[k]);
-      auto& head = std::get<k>(heads_);
-      out[k] = head.loss(head.forward(*hidden[k], mine.padding), mine);
-    });
-    return out;
-  }
+  std::vector<std::optional<Loss>> task_losses(const Batch<T>& batch) { return pass(batch, /*with_losses=*/true).losses; }
 
   // The sharing strategy's penalty (Soft: the L2 coupling; computed in T, then converted), or an
   // undefined tensor.
@@ -237,6 +221,26 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   template <std::size_t... I>
   Heads make_heads(Generator& gen, std::index_sequence<I...>) {
     return Heads{typename Tasks::head_type(strategy_.context(I), gen)...};
+  }
+  Outputs pass(const Batch<T>& batch, bool with_losses) {
+    Outputs out;
+    out.rows = route(batch.task_id, batch.size(), task_count);
+    check_packing(batch, out.rows);
+    const auto hidden = strategy_.hidden(batch, out.rows);
+    out.outputs.resize(task_count);
+    if (with_losses) out.losses.resize(task_count);
+    for_each_task([&](auto k) {
+      if (!out.rows[k]) return;
+      auto& head = std::get<k>(heads_);
+      if (!with_losses) {
+        out.outputs[k] = head.forward(*hidden[k], select_padding(batch, *out.rows[k]));
+        return;
+      }
+      const Batch<T> mine = out.rows[k]->numel() == batch.size() ? batch : batch.select(*out.rows[k]);
+      out.outputs[k] = head.forward(*hidden[k], mine.padding);
+      out.losses[k] = head.loss(*out.outputs[k], mine);
+    });
+    return out;
   }
   template <class... Optimizers>
   WeightingReport train_step(const Batch<T>& batch, Optimizers&... optimizers) {
