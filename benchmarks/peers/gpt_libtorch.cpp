@@ -11,6 +11,7 @@
 // embedding, cross-entropy, AdamW (lr 3e-4, weight decay 0.1). Shapes: B batch, T time, C d_model.
 #include <torch/torch.h>
 
+#include <dlfcn.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -107,6 +108,12 @@ int main(int argc, char** argv) {
   const int steps = argc > 4 ? std::atoi(argv[4]) : 10;
   const int warmup = argc > 5 ? std::atoi(argv[5]) : 2;
   torch::set_num_threads(threads);
+  // fp32 matmuls go to OpenBLAS (Debian's pthreads build), whose own pool ignores
+  // torch::set_num_threads and starts one thread per core: without this, the "1 thread" rows ran
+  // every matrix product on both cores of these 2-core VMs (seen in `perf record`: half of
+  // sgemm_kernel's samples on an OpenBLAS worker). The referee's program does the same.
+  if (auto set_blas_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set_blas_threads(threads);
   torch::manual_seed(0);
 
   Gpt model(c);

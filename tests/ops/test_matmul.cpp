@@ -393,7 +393,9 @@ TEST_CASE("matmul results are the same bits for any thread count", "[ops][matmul
   };
   const std::vector<Case> cases{{{257, 257}, {257, 257}, false}, {{1, 1000}, {1000, 3}, false}, {{97, 13}, {13, 301}, true},
                                 {{600, 300}, {300, 1}, false},   {{16, 33, 65}, {65, 40}, false}, {{16, 33, 65}, {16, 65, 40}, true},
-                                {{300, 200}, {200, 500}, true}};
+                                {{300, 200}, {200, 500}, true},
+                                // K cut into several slices (and A packed per panel / per group)
+                                {{150, 1100}, {1100, 90}, false}, {{150, 1100}, {1100, 90}, true}};
   for (const auto& cs : cases) {
     auto a = uniform<float>(cs.a, -1.0, 1.0, gen);
     if (cs.ta) a = a.transpose(-1, -2).contiguous().transpose(-1, -2);  // same values, column-major

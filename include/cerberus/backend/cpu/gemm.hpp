@@ -10,15 +10,21 @@
 // NR-column panels (per k, NR values), zero-padded at the edges. A register-blocked micro-kernel
 // computes an MR x NR tile of C from one A panel and one B panel: per k it loads NR/W vectors of
 // B, broadcasts MR values of A and issues MR * NR / W FMAs (14 x 32 floats on AVX-512).
-// Blocking: K is cut into KC-deep slices; per slice, one A panel slice (MR x KC) is multiplied
-// by a row of B panel slices (KC x up to ~21 panels, which stay in L2), walking C left to right.
-// Panels are stored slice by slice, so the slices a tile streams through are contiguous.
-// Packing covers a chunk of K (and of M and N) at once, sized so that the packed copies stay in
-// cache: packing whole 2048^2 operands, written out to DRAM and read back, cost ~5%.
+// Blocking: K is cut into equal slices of at most KC = 512 floats (K = 256 / 512 / 2048: one
+// slice of 256, one of 512, four of 512); per slice, one A panel slice (MR x KC) is multiplied by a row of
+// B panel slices (KC x up to 1 MiB of panels, which stay in L2), walking C left to right.
+// Products are cut into chunks of K (and of M and N) so that the packed copies stay in cache:
+// packing whole 2048^2 operands, written out to DRAM and read back, cost ~5%. Within a chunk each
+// panel slice is packed just before its first use: B panels at the start of the slice, A panels
+// one by one (or a few) as the tile reaches them, into the task's own small buffer when no other
+// task reads them. In a model the operands arrive cold (written by the previous op, or read a
+// step ago), and packing is then mostly waiting for memory; a packed copy still in L1 / L2 when
+// the micro-kernel reads it saves a second trip (see gemm_packed).
 //
 // Threads: per chunk, one parallel region on the library's one pool (thread_pool.hpp) computes
-// 2-D tiles of C; each panel is packed once, by the first task that needs it, into memory shared
-// by all tasks (see ensure_packed). Small products stay on the calling thread. A product's
+// 2-D tiles of C; each panel that several tasks read is packed once, by the first task that needs
+// it, into memory shared by all tasks (see ensure_packed). Small products stay on the calling
+// thread. A product's
 // result is bitwise the same for any thread count: each element is summed in the same order,
 // since the K slicing does not depend on the thread count.
 //
@@ -33,6 +39,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <type_traits>
 
@@ -65,10 +72,22 @@ struct GemmBlocking {
   static constexpr int mr = 6, nv = 2;
 #endif
   static constexpr int nr = nv * width;
-  // K slice per micro-kernel call.
-  static constexpr Index kc = 384;
-  // B panels per tile, so that a tile's KC-deep block of B (kc x tile_cols) stays in L2.
-  static constexpr Index tile_panels = std::max<Index>(1, (Index{1} << 20) / (kc * nr * static_cast<Index>(sizeof(C))));
+  // Deepest K slice per micro-kernel call; K is cut into equal slices no deeper than this. An A
+  // panel slice (MR x kc_max) should fit in L1 (48 KiB here): 28 KiB of floats, 43 of doubles.
+  static constexpr Index kc_max = sizeof(C) <= 4 ? 512 : 384;
+  static constexpr Index kc_step = 4;  // slice depths are multiples of this (the k loop's unroll)
+  // K slice depth for a product of depth k: ceil(k / slices) for the fewest slices of at most
+  // kc_max (K = 256 / 512 / 1024 / 2048 -> 256 / 512 / 512 / 512, 8000 -> 500). Every slice after
+  // the first reads and writes the whole of C again, and a shallow last slice (K = 512 cut
+  // 384 + 128) pays that for a quarter of the work.
+  static constexpr Index slice_depth(Index k) {
+    const Index slices = (k + kc_max - 1) / kc_max;
+    return std::max<Index>(kc_step, ((k + slices - 1) / slices + kc_step - 1) / kc_step * kc_step);
+  }
+  // B panels per tile, so that a tile's kc-deep block of B (kc x tile_cols) stays in L2 (1 MiB).
+  static constexpr Index tile_panels(Index kc) {
+    return std::max<Index>(1, (Index{1} << 20) / (kc * nr * static_cast<Index>(sizeof(C))));
+  }
   // Packed elements per chunk (A and B together): the packed copies should stay in cache.
   static constexpr Index chunk_elements = Index{2} << 20;
 };
@@ -310,7 +329,9 @@ CERBERUS_UNROLL(4)
 #if defined(__GNUC__)
   if (direct) {
 CERBERUS_UNROLL(32)
-    for (int i = 0; i < MR; ++i) __builtin_prefetch(c + i * c_rs, 1, 3);
+    for (int i = 0; i < MR; ++i)
+CERBERUS_UNROLL(4)
+      for (int v = 0; v < NV; ++v) __builtin_prefetch(c + i * c_rs + v * W, 1, 3);
   }
 #endif
 
@@ -449,61 +470,95 @@ void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, In
                  C beta, C* c, Index c_rs, Index c_cs) {
   using Blk = GemmBlocking<C>;
   constexpr int MR = Blk::mr, NR = Blk::nr, NV = Blk::nv, W = Blk::width;
-  constexpr Index KC = Blk::kc;
+  const Index KC = Blk::slice_depth(k);
   // Waking the pool's workers costs ~25 us: below ~4 MFLOP the calling thread does it all.
   const int threads = m * n * k < parallel_product ? 1 : num_threads();
 
   // Chunks: K in whole KC slices such that (M + N) x k_chunk fits the budget, then M and N.
   const Index k_chunk = std::min(k, std::max<Index>(KC, Blk::chunk_elements / (m + n) / KC * KC));
-  const Index n_chunk = std::min(n, std::max<Index>(NR, Blk::chunk_elements / 2 / k_chunk / NR * NR));
-  const Index m_chunk = std::min(m, std::max<Index>(MR, Blk::chunk_elements / 2 / k_chunk / MR * MR));
+  // M and N in chunks of whole panels, as even as the budget allows (M = 2048 in at most 2044
+  // rows was 2044 + 4: a chunk of one mostly padded panel row).
+  const auto even_chunk = [](Index size, Index most, Index unit) {
+    const Index chunks = (size + most - 1) / most, even = (size + chunks - 1) / chunks;
+    return std::min(size, (even + unit - 1) / unit * unit);
+  };
+  const Index n_chunk = even_chunk(n, std::max<Index>(NR, Blk::chunk_elements / 2 / k_chunk / NR * NR), NR);
+  const Index m_chunk = even_chunk(m, std::max<Index>(MR, Blk::chunk_elements / 2 / k_chunk / MR * MR), MR);
   const Index mp_max = (m_chunk + MR - 1) / MR, np_max = (n_chunk + NR - 1) / NR;
-  Scratch a_buf(static_cast<std::size_t>(mp_max * MR * k_chunk) * sizeof(C));
+  const Index slices_max = (k_chunk + KC - 1) / KC;
+  // Shared packed A (allocated when a chunk first needs it, see private_a below) and B.
+  std::optional<Scratch> a_buf;
   Scratch b_buf(static_cast<std::size_t>(np_max * NR * k_chunk) * sizeof(C));
-  C* const pa = a_buf.as<C>();
+  C* pa = nullptr;
   C* const pb = b_buf.as<C>();
-  const std::unique_ptr<std::atomic<int>[]> a_state(new std::atomic<int>[static_cast<std::size_t>(mp_max)]);
-  const std::unique_ptr<std::atomic<int>[]> b_state(new std::atomic<int>[static_cast<std::size_t>(np_max)]);
+  // One flag per panel and K slice: each slice of a panel is packed just before the tiles that
+  // read it, while it is likely still in L1 / L2 (packing a whole chunk first sent the copies out
+  // to L3 and back).
+  const std::unique_ptr<std::atomic<int>[]> a_state(new std::atomic<int>[static_cast<std::size_t>(mp_max * slices_max)]);
+  const std::unique_ptr<std::atomic<int>[]> b_state(new std::atomic<int>[static_cast<std::size_t>(np_max * slices_max)]);
+  // A panels packed at a time: one when A's depth is contiguous (row-major activations and
+  // gradients: the packer transposes one panel's rows), a group otherwise (that packer reads the
+  // source depth by depth across the group's panels; one panel at a time it would fetch each
+  // source cache line once per panel: dW = g^T x ran 5-10% slower that way).
+  const Index a_group = a_cs == 1 ? 1 : 8;
 
   for (Index jc = 0; jc < n; jc += n_chunk) {
     const Index nc = std::min(n_chunk, n - jc), np = (nc + NR - 1) / NR;
     for (Index pc = 0; pc < k; pc += k_chunk) {
-      const Index kcc = std::min(k_chunk, k - pc);
+      const Index kcc = std::min(k_chunk, k - pc), slices = (kcc + KC - 1) / KC;
       const C beta_chunk = pc == 0 ? beta : C(1);  // later K chunks accumulate onto C
       for (Index ic = 0; ic < m; ic += m_chunk) {
         const Index mc = std::min(m_chunk, m - ic), mp = (mc + MR - 1) / MR;
         if (ic == 0)
-          for (Index q = 0; q < np; ++q) b_state[q].store(panel_free, std::memory_order_relaxed);
-        for (Index q = 0; q < mp; ++q) a_state[q].store(panel_free, std::memory_order_relaxed);
-        const auto pack_a = [&](Index q0, Index q1) {
-          for (Index p0 = 0; p0 < kcc; p0 += KC) {
-            const Index depth = std::min(KC, kcc - p0);
-            pack_panels<MR>(pa + p0 * MR * mp, MR * depth, a + ic * a_rs + (pc + p0) * a_cs, a_rs, a_cs, mc, q0, q1, depth);
-          }
-        };
-        const auto pack_b = [&](Index s0, Index s1) {
-          for (Index p0 = 0; p0 < kcc; p0 += KC) {
-            const Index depth = std::min(KC, kcc - p0);
-            pack_panels<NR>(pb + p0 * NR * np, NR * depth, b + jc * b_cs + (pc + p0) * b_rs, b_cs, b_rs, nc, s0, s1, depth);
-          }
-        };
+          for (Index q = 0; q < np * slices; ++q) b_state[q].store(panel_free, std::memory_order_relaxed);
+        for (Index q = 0; q < mp * slices; ++q) a_state[q].store(panel_free, std::memory_order_relaxed);
         // One panel product (MR x NR x KC multiply-adds) takes ~2 us; a late worker ~12 of them.
         const Index late = std::max<Index>(1, 12 * KC / std::max<Index>(kcc, 1));
-        const TilePlan plan = plan_tiles(mp, np, Blk::tile_panels, threads, late);
+        const TilePlan plan = plan_tiles(mp, np, Blk::tile_panels(KC), threads, late);
+        // With one column of tiles (N up to tile_panels * NR: most of a GPT step's products),
+        // each A panel is read by one task only: the task packs its panels, a_group at a time,
+        // into a small buffer of its own that stays in L1 / L2, instead of into the shared one,
+        // whose lines each pack first has to fetch (transposing 2048 x 256 from L3: ~0.33 ns per
+        // value into a cold buffer, ~0.2 into a hot one). 5-20% faster on those products with
+        // their operands cold, as in a training step (bench_gemm_model_shapes --flush).
+        const bool private_a = plan.nt == 1;
+        if (!private_a && !a_buf) {
+          a_buf.emplace(static_cast<std::size_t>(mp_max * MR * k_chunk) * sizeof(C));
+          pa = a_buf->as<C>();
+        }
         run_tasks(plan.mt * plan.nt, threads, [&](Index t) {
           const Index q0 = t / plan.nt * plan.tm, q1 = std::min(mp, q0 + plan.tm);
           const Index s0 = t % plan.nt * plan.tn, s1 = std::min(np, s0 + plan.tn);
-          ensure_packed(a_state.get(), q0, q1, pack_a);
-          ensure_packed(b_state.get(), s0, s1, pack_b);
-          for (Index p0 = 0; p0 < kcc; p0 += KC) {
-            const Index depth = std::min(KC, kcc - p0);
+          const Scratch own_a(private_a ? static_cast<std::size_t>(a_group * MR * KC) * sizeof(C) : 0);
+          for (Index slice = 0; slice < slices; ++slice) {
+            const Index p0 = slice * KC, depth = std::min(KC, kcc - p0);
             const C beta_k = p0 == 0 ? beta_chunk : C(1);
+            C* const pa_slice = private_a ? nullptr : pa + p0 * MR * mp;
+            C* const pb_slice = pb + p0 * NR * np;
+            const TA* const a_slice = a + ic * a_rs + (pc + p0) * a_cs;
+            ensure_packed(b_state.get() + slice * np, s0, s1, [&](Index r0, Index r1) {
+              pack_panels<NR>(pb_slice, NR * depth, b + jc * b_cs + (pc + p0) * b_rs, b_cs, b_rs, nc, r0, r1, depth);
+            });
             for (Index q = q0; q < q1; ++q) {
-              const C* ap = pa + p0 * MR * mp + q * MR * depth;
+              const C* ap;
+              if (private_a) {
+                const Index g0 = q - (q - q0) % a_group;
+                if (q == g0) {
+                  const Index g1 = std::min(q1, g0 + a_group);
+                  pack_panels<MR>(own_a.as<C>(), MR * depth, a_slice + g0 * MR * a_rs, a_rs, a_cs, mc - g0 * MR, 0, g1 - g0, depth);
+                }
+                ap = own_a.as<C>() + (q - g0) * MR * depth;
+              } else {
+                if ((q - q0) % a_group == 0)
+                  ensure_packed(a_state.get() + slice * mp, q, std::min(q1, q + a_group), [&](Index r0, Index r1) {
+                    pack_panels<MR>(pa_slice, MR * depth, a_slice, a_rs, a_cs, mc, r0, r1, depth);
+                  });
+                ap = pa_slice + q * MR * depth;
+              }
               const Index row = q * MR, rows = std::min<Index>(MR, mc - row);
               C* crow = c + (ic + row) * c_rs + jc * c_cs;
               for (Index s = s0; s < s1; ++s) {
-                const C* bp = pb + p0 * NR * np + s * NR * depth;
+                const C* bp = pb_slice + s * NR * depth;
                 const Index col = s * NR, cols = std::min<Index>(NR, nc - col);
                 if (NV > 1 && cols <= W)
                   micro_kernel<C, MR, 1, NR>(depth, ap, bp, alpha, beta_k, crow + col * c_cs, c_rs, c_cs, rows, cols);
