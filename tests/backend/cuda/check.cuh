@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cerberus/backend/cuda.cuh"
@@ -113,6 +115,18 @@ Pair<T> leaf_pair(const Tensor<T, cpu>& values) {
   p.h.set_requires_grad();
   p.d.set_requires_grad();
   return p;
+}
+
+// Gives every parameter of `device` (a module on cuda) the value of the same-named parameter of
+// `host` (the same module on the CPU), as a fresh leaf requiring grad.
+template <class HostModule, class DeviceModule>
+void copy_weights(const HostModule& host, DeviceModule& device) {
+  std::map<std::string, std::remove_cvref_t<decltype(host.named_parameters().front().tensor)>> weights;
+  for (const auto& p : host.named_parameters()) weights[p.name] = p.tensor;
+  device.visit_parameters("", [&](const std::string& name, auto& p) {
+    p = weights.at(name).template to<cuda>();
+    p.set_requires_grad();
+  });
 }
 
 // Runs main_body with the device checks, or reports the skip. Returns the process exit code.

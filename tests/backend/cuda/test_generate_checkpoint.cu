@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -24,16 +23,6 @@ nn::TransformerConfig small_config() {
   c.vocab_size = 50, c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64, c.max_seq_len = 24;
   c.tie_embeddings = true;
   return c;
-}
-
-template <class T, Device From, Device To>
-void copy_weights(const nn::DecoderOnly<T, From>& from, nn::DecoderOnly<T, To>& to) {
-  std::map<std::string, Tensor<T, From>> weights;
-  for (const auto& p : from.named_parameters()) weights[p.name] = p.tensor;
-  to.visit_parameters("", [&](const std::string& name, Tensor<T, To>& p) {
-    p = weights.at(name).template to<To>();
-    p.set_requires_grad();
-  });
 }
 
 // Teaches the model "next id = id + 3 (mod V)" for 60 AdamW steps, on the CPU.
@@ -61,7 +50,7 @@ void check_generation() {
   nn::DecoderOnly<float, cpu> host(small_config(), gen);
   train_counting(host);
   nn::DecoderOnly<float, cuda> device(small_config(), gen);
-  copy_weights(host, device);
+  check::copy_weights(host, device);
 
   // Prompts from the training rows (r = 0 and 1), continued within the 16 trained positions.
   const auto prompt = from_vector<std::int64_t>({0, 3, 6, 9, 5, 8, 11, 14}, Shape{2, 4});

@@ -6,7 +6,6 @@
 // float and in mixed precision (bf16 weights and activations, float masters in AdamW).
 #include <algorithm>
 #include <cmath>
-#include <map>
 
 #include "check.cuh"
 
@@ -30,13 +29,7 @@ void check_config(const char* name, const nn::TransformerConfig& c, bool padding
   Generator gen(20240712);
   nn::DecoderOnly<float, cpu> host(c, gen);
   nn::DecoderOnly<float, cuda> device(c, gen);
-  // The device model takes the host model's weights.
-  std::map<std::string, Tensor<float, cpu>> weights;
-  for (const auto& p : host.named_parameters()) weights[p.name] = p.tensor;
-  device.visit_parameters("", [&](const std::string& pname, Tensor<float, cuda>& p) {
-    p = weights.at(pname).to<cuda>();
-    p.set_requires_grad();
-  });
+  check::copy_weights(host, device);  // the device model takes the host model's weights
 
   const Index b = 3, t = c.max_seq_len;
   std::vector<std::int64_t> ids(static_cast<std::size_t>(b * t)), targets(ids.size());
@@ -95,12 +88,7 @@ void check_mixed_precision(const char* name, const nn::TransformerConfig& c) {
   Generator gen(20240713);
   nn::DecoderOnly<bfloat16, cpu> host(c, gen);
   nn::DecoderOnly<bfloat16, cuda> device(c, gen);
-  std::map<std::string, Tensor<bfloat16, cpu>> weights;
-  for (const auto& p : host.named_parameters()) weights[p.name] = p.tensor;
-  device.visit_parameters("", [&](const std::string& pname, Tensor<bfloat16, cuda>& p) {
-    p = weights.at(pname).to<cuda>();
-    p.set_requires_grad();
-  });
+  check::copy_weights(host, device);  // the device model takes the host model's weights
   const Index b = 3, t = c.max_seq_len;
   std::vector<std::int64_t> ids(static_cast<std::size_t>(b * t)), targets(ids.size());
   for (Index i = 0; i < b * t; ++i) {
