@@ -2,6 +2,9 @@
 //   update_elements(n, fn, arrays...)  fn(x0, x1, ...) on element i of every array, in one pass,
 //                                      storing back the arrays given as non-const pointers
 //   sum_of_squares(x, n)               sum of x[i]^2 in double
+//   UpdateBatch                        update_elements calls made while one is open may be
+//                                      deferred to its flush() and run together (cuda: one
+//                                      launch for many tensors); on the CPU they run at once
 // Update rules are functors whose operator() is a template over the value type and marked
 // CERBERUS_HOST_DEVICE (optim/sgd.hpp, optim/adam.hpp), so a CUDA version is one grid-stride
 // kernel calling the same functor on floats, plus a reduction: Kernels<cuda> is specialised in
@@ -23,6 +26,10 @@ struct Kernels {
 
 template <>
 struct Kernels<cpu> {
+  // Each update already spreads over the thread pool; there is nothing to gain by deferring.
+  struct UpdateBatch {
+    void flush() {}
+  };
   template <class Fn, class... P>
   static void update_elements(Index n, const Fn& fn, P*... arrays) {
     cpu_backend::update_elements(n, fn, arrays...);

@@ -87,17 +87,23 @@ class Optimizer {
 
   // One update of every parameter that has a gradient; parameters without one (undefined grad)
   // are skipped and their state is left as it was. step_count() counts calls.
+  // Every gradient's shape is checked before any parameter changes, so a step that throws
+  // leaves parameters, state and step_count() as they were.
   void step() {
     NoGradGuard no_grad;
-    ++step_count_;
+    std::vector<std::pair<Slot*, Tensor<P, D>>> work;
     for (auto& slot : slots_) {
       Tensor<P, D> g = slot.param.grad();
       if (!g.defined()) continue;
       if (g.shape() != slot.param.shape())
         throw ShapeError(std::string("[") + op_ + ".step] the gradient of '" + slot.name + "' has shape " + g.shape().to_string() +
                          ", its parameter " + slot.param.shape().to_string());
-      update(slot, g.contiguous());  // the kernels walk flat arrays
+      work.emplace_back(&slot, g.contiguous());  // the kernels walk flat arrays; kept alive until flush
     }
+    ++step_count_;
+    typename Kernels<D>::UpdateBatch batch;  // cuda: every parameter of one update rule in one launch
+    for (auto& [slot, g] : work) update(*slot, g);
+    batch.flush();
   }
 
   // set_to_none = true forgets the gradients (backward then adopts fresh buffers, as

@@ -1,6 +1,7 @@
 // Optimizers on cuda (optim::Kernels<cuda>, backend/cuda/update.cuh) against the CPU: the same
 // parameters and the same losses on both devices, several steps of AdamW, Adam (L2), SGD with
-// momentum (plain and Nesterov), gradient clipping; parameters after every step within 1e-6
+// momentum (plain and Nesterov), gradient clipping, and AdamW over 150 float or bf16 tensors
+// (several multi-tensor launches per step); parameters after every step within 1e-6
 // relative, gradient norms within 1e-6 relative (both sum squares in double, in different orders;
 // the gradients themselves may differ by a float rounding where the devices contract a
 // multiply-add differently, which the tolerance below leaves room for).
@@ -77,6 +78,62 @@ void run_steps(const char* name, Generator& gen, const Options& options, int ste
   }
 }
 
+// Many parameters in one step: more tensors than one multi-tensor launch holds (about 40 for
+// AdamW), sizes around the 1024-element chunk, rank 1 and rank 2 (AdamW decays only the
+// second: two update functors, two launch groups), float weights or bf16 weights with float
+// masters. Gradients are exact on both devices (loss = sum(w * c): dL/dw = c), so the weights,
+// moments and masters must agree to the update's float rounding.
+template <class P>
+void run_many(const char* name, Generator& gen, int tensors, int steps) {
+  nn::ParameterList<P, cpu> h;
+  nn::ParameterList<P, cuda> d;
+  std::vector<Tensor<P, cpu>> coef_h;
+  std::vector<Tensor<P, cuda>> coef_d;
+  const Index sizes[] = {1, 7, 1023, 1024, 1025, 3000};
+  for (int k = 0; k < tensors; ++k) {
+    const Index n = sizes[k % 6];
+    const Shape shape = k % 2 ? Shape{n} : Shape{n, 3};
+    auto values = random<P>(shape, gen, -1, 1);
+    auto wh = values.clone().detach();
+    auto wd = values.template to<cuda>();
+    wh.set_requires_grad();
+    wd.set_requires_grad();
+    h.push_back({"p" + std::to_string(k), wh});
+    d.push_back({"p" + std::to_string(k), wd});
+    auto c = random<P>(shape, gen, -2, 2);
+    coef_h.push_back(c);
+    coef_d.push_back(c.template to<cuda>());
+  }
+  const optim::AdamWOptions options{.lr = 1e-2, .weight_decay = 0.1};
+  optim::AdamW opt_h(h, options);
+  optim::AdamW opt_d(d, options);
+  for (int s = 0; s < steps; ++s) {
+    opt_h.zero_grad();
+    opt_d.zero_grad();
+    for (int k = 0; k < tensors; ++k) {
+      sum(h[k].tensor * coef_h[k]).backward();
+      sum(d[k].tensor * coef_d[k]).backward();
+    }
+    opt_h.step();
+    opt_d.step();
+  }
+  const auto state_h = opt_h.state();
+  const auto state_d = opt_d.state();
+  check::report(state_h.size() == state_d.size(), std::string(name) + " state entries");
+  double worst = 0;
+  for (std::size_t k = 0; k < state_h.size() && k < state_d.size(); ++k)
+    worst = std::max(worst, check::max_error(state_d[k].tensor.to_vector(), state_h[k].tensor.to_vector()));
+  check::report(worst < 1e-5, std::string(name) + " moments and masters after " + std::to_string(steps) + " steps",
+                "max rel error " + check::fmt(worst) + " over " + std::to_string(state_h.size()) + " state tensors");
+  worst = 0;
+  for (int k = 0; k < tensors; ++k) worst = std::max(worst, check::max_error(d[k].tensor.to_vector(), h[k].tensor.to_vector()));
+  // bf16 weights are the masters rounded: a master a float rounding from a bf16 tie may round the
+  // other way, one bf16 step (2^-8 relative).
+  const double tol = std::is_same_v<P, float> ? 1e-5 : 4e-3;
+  check::report(worst < tol, std::string(name) + " weights after " + std::to_string(steps) + " steps",
+                "max rel error " + check::fmt(worst) + " (tol " + check::fmt(tol) + ") over " + std::to_string(tensors) + " tensors");
+}
+
 }  // namespace
 
 int main() {
@@ -88,5 +145,7 @@ int main() {
     run_steps<optim::SGD>("SGD momentum", gen, optim::SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-3}, 4);
     run_steps<optim::SGD>("SGD nesterov", gen, optim::SGDOptions{.lr = 1e-2, .momentum = 0.9, .nesterov = true}, 3);
     run_steps<optim::SGD>("SGD plain", gen, optim::SGDOptions{.lr = 0.1}, 2);
+    run_many<float>("AdamW, 150 float tensors", gen, 150, 3);
+    run_many<bfloat16>("AdamW, 150 bf16 tensors with masters", gen, 150, 3);
   });
 }

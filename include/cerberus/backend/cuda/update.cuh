@@ -1,9 +1,16 @@
 // optim::Kernels<cuda>: the device side of the optimizers (optim/kernels.hpp) and of gradient
 // clipping. Included by <cerberus/backend/cuda.cuh>.
-//   update_elements(n, fn, arrays...)  one fused grid-stride kernel per parameter tensor: thread i
-//                                      loads element i of every array into registers, calls the
-//                                      same CERBERUS_HOST_DEVICE functor as the CPU (SgdUpdate,
+//   update_elements(n, fn, arrays...)  a fused kernel over one parameter tensor: thread i loads
+//                                      element i of every array into registers, calls the same
+//                                      CERBERUS_HOST_DEVICE functor as the CPU (SgdUpdate,
 //                                      AdamUpdate, ...) on floats, stores back the non-const arrays
+//   UpdateBatch                        while one is open (Optimizer::step opens one), calls to
+//                                      update_elements are queued, and flush() launches them per
+//                                      functor and array types, up to `capacity` tensors per
+//                                      launch (multi_tensor_plan.hpp): a step of a 16-layer model
+//                                      is a handful of launches instead of ~200. The arrays must
+//                                      stay alive until flush(). An UpdateBatch destroyed without
+//                                      flush() drops its queue: a step that threw updates nothing.
 //   sum_of_squares(x, n)               squares summed in double: a fixed grid of at most 1024
 //                                      blocks of 256 threads (independent of the device, so the
 //                                      result depends on n and the data only), block sums in
@@ -14,7 +21,9 @@
 
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -22,6 +31,7 @@
 #include "cerberus/backend/cuda/backend.cuh"
 #include "cerberus/backend/cuda/error.cuh"
 #include "cerberus/backend/cuda/launch.cuh"
+#include "cerberus/backend/cuda/multi_tensor_plan.hpp"
 #include "cerberus/core/config.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/optim/kernels.hpp"
@@ -50,15 +60,149 @@ __global__ void update_elements_kernel(Index n, Fn fn, P*... arrays) {
     update_detail::apply_at<C>(fn, i, std::index_sequence_for<P...>{}, arrays...);
 }
 
-template <class Fn, class First, class... Rest>
-void update_elements(Index n, const Fn& fn, First* first, Rest*... rest) {
+// The compute type of an update's arrays: the first array's (check_update_arrays: all agree).
+template <class... P>
+using update_compute_t = compute_t<std::remove_const_t<std::tuple_element_t<0, std::tuple<P...>>>>;
+
+template <class First, class... Rest>
+constexpr void check_update_arrays() {
   // As on the CPU: float, double or bfloat16 arrays of one compute type (bf16 read into float,
   // stored rounded through bfloat16's conversions).
-  using C = compute_t<std::remove_const_t<First>>;
+  using C = update_compute_t<First>;
   static_assert((std::is_same_v<C, compute_t<std::remove_const_t<Rest>>> && ...),
                 "update_elements: every array must have the same compute type (float and bfloat16 arrays mix, double stays alone).");
   static_assert(std::is_floating_point_v<C>, "update_elements: arrays of float, double or bfloat16 only.");
+}
+
+namespace update_detail {
+
+template <std::size_t K, class... P>
+using array_t = std::tuple_element_t<K, std::tuple<P*...>>;
+
+// One launch's tensors: where each block works (Blocks), and per tensor its functor (the rule's
+// per-parameter scalars: learning rate scale, weight decay) and its arrays. Sized to fit the
+// 4 KiB of kernel parameters every CUDA device accepts; passed __grid_constant__, so blocks read
+// their entry in place instead of copying the table.
+template <class Fn, std::size_t Arrays>
+struct TableLayout {
+  static constexpr std::size_t per_tensor = sizeof(Fn) + Arrays * sizeof(void*) + 2 * sizeof(Index);
+  static constexpr int capacity = static_cast<int>((4000 - 64) / per_tensor);
+  static_assert(capacity >= 8, "update_elements: the update functor is too large for a multi-tensor launch");
+};
+
+template <class Fn, class... P>
+struct Table {
+  static constexpr int capacity = TableLayout<Fn, sizeof...(P)>::capacity;
+  multi_tensor::Blocks<capacity> blocks;
+  Fn fn[capacity];
+  void* arrays[capacity][sizeof...(P)];
+};
+
+template <class C, class Fn, class... P, std::size_t... K>
+__device__ inline void apply_range(const Table<Fn, P...>& table, const multi_tensor::Range& r, std::index_sequence<K...> seq) {
+  const Fn& fn = table.fn[r.job];
+  for (Index i = r.begin + threadIdx.x; i < r.end; i += blockDim.x)
+    apply_at<C>(fn, i, seq, static_cast<array_t<K, P...>>(table.arrays[r.job][K])...);
+}
+
+template <class C, class Fn, class... P>
+__global__ void multi_update_kernel(const __grid_constant__ Table<Fn, P...> table) {
+  static_assert(sizeof(Table<Fn, P...>) <= 4096, "a multi-tensor update table must fit the 4 KiB of kernel parameters");
+  const multi_tensor::Range r = multi_tensor::block_range(table.blocks, static_cast<Index>(blockIdx.x));
+  apply_range<C>(table, r, std::index_sequence_for<P...>{});
+}
+
+struct PendingUpdates {
+  virtual ~PendingUpdates() = default;
+  virtual void launch() = 0;
+};
+
+// The queued update_elements calls of one (functor, arrays) type.
+template <class Fn, class... P>
+struct PendingGroup final : PendingUpdates {
+  struct Job {
+    Index n;
+    Fn fn;
+    void* arrays[sizeof...(P)];
+  };
+  std::vector<Job> jobs;
+
+  void launch() override {
+    using C = update_compute_t<P...>;
+    using T = Table<Fn, P...>;
+    std::vector<Index> sizes;
+    sizes.reserve(jobs.size());
+    for (const auto& job : jobs) sizes.push_back(job.n);
+    std::size_t next = 0;
+    for (const auto& blocks : multi_tensor::plan<T::capacity>(sizes)) {
+      T table{};
+      table.blocks = blocks;
+      for (int j = 0; j < blocks.count; ++j, ++next) {
+        table.fn[j] = jobs[next].fn;
+        for (std::size_t k = 0; k < sizeof...(P); ++k) table.arrays[j][k] = jobs[next].arrays[k];
+      }
+      const Index grid = blocks.first_block[blocks.count];
+      multi_update_kernel<C, Fn, P...><<<static_cast<unsigned>(grid), block_size, 0, stream()>>>(table);
+      check(cudaGetLastError(), "optimizer step",
+            "multi-tensor update kernel launch (" + std::to_string(blocks.count) + " tensors, " + std::to_string(grid) + " blocks)");
+    }
+    jobs.clear();
+  }
+};
+
+template <class... T>
+inline constexpr char group_key = 0;  // one address per (functor, arrays) type
+
+}  // namespace update_detail
+
+class UpdateBatch {
+ public:
+  UpdateBatch() : previous_(active()) { active() = this; }
+  ~UpdateBatch() { active() = previous_; }
+  UpdateBatch(const UpdateBatch&) = delete;
+  UpdateBatch& operator=(const UpdateBatch&) = delete;
+
+  // The batch update_elements queues into on this thread, or nullptr.
+  static UpdateBatch*& active() {
+    thread_local UpdateBatch* batch = nullptr;
+    return batch;
+  }
+
+  template <class Fn, class... P>
+  void add(Index n, const Fn& fn, P*... arrays) {
+    using Group = update_detail::PendingGroup<Fn, P...>;
+    const void* key = &update_detail::group_key<Fn, P...>;
+    Group* group = nullptr;
+    for (auto& [k, g] : groups_)
+      if (k == key) group = static_cast<Group*>(g.get());
+    if (!group) {
+      auto fresh = std::make_unique<Group>();
+      group = fresh.get();
+      groups_.emplace_back(key, std::move(fresh));
+    }
+    group->jobs.push_back({n, fn, {const_cast<void*>(static_cast<const void*>(arrays))...}});
+  }
+
+  // Launches every queued update, group by group in order of first use (the groups touch
+  // disjoint tensors, so the order does not change any result).
+  void flush() {
+    for (auto& [key, group] : groups_) group->launch();
+  }
+
+ private:
+  UpdateBatch* previous_;
+  std::vector<std::pair<const void*, std::unique_ptr<update_detail::PendingUpdates>>> groups_;
+};
+
+template <class Fn, class First, class... Rest>
+void update_elements(Index n, const Fn& fn, First* first, Rest*... rest) {
+  check_update_arrays<First, Rest...>();
   if (n <= 0) return;
+  if (UpdateBatch* batch = UpdateBatch::active()) {
+    batch->add(n, fn, first, rest...);
+    return;
+  }
+  using C = update_compute_t<First>;
   update_elements_kernel<C, Fn, First, Rest...><<<grid_size(n, "optimizer step"), block_size, 0, stream()>>>(n, fn, first, rest...);
   check(cudaGetLastError(), "optimizer step", "update kernel launch (" + std::to_string(n) + " elements, " +
                                                   std::to_string(1 + sizeof...(Rest)) + " arrays)");
@@ -113,6 +257,7 @@ namespace cerberus::optim {
 
 template <>
 struct Kernels<cuda> {
+  using UpdateBatch = cuda_backend::UpdateBatch;
   template <class Fn, class... P>
   static void update_elements(Index n, const Fn& fn, P*... arrays) {
     cuda_backend::update_elements(n, fn, arrays...);
