@@ -14,6 +14,8 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cerberus/autograd/grad_mode.hpp"
 #include "cerberus/core/error.hpp"
@@ -29,16 +31,18 @@ enum class NonFiniteNorm {
 };
 
 // The global L2 norm of the gradients (in double), before any clipping.
+// On cuda all gradients are summed by one pass with one copy of the result to the host.
 template <class T, Device D>
 double grad_norm(const nn::ParameterList<T, D>& parameters) {
-  double sum = 0;
+  std::vector<Tensor<T, D>> flat;  // kept alive until the sum is read
+  std::vector<std::pair<const T*, Index>> arrays;
   for (const auto& p : nn::unique_parameters(parameters)) {
     const Tensor<T, D> g = p.tensor.grad();
     if (!g.defined()) continue;
-    const Tensor<T, D> flat = g.contiguous();
-    sum += Kernels<D>::sum_of_squares(flat.data(), flat.numel());
+    flat.push_back(g.contiguous());
+    arrays.emplace_back(flat.back().data(), flat.back().numel());
   }
-  return std::sqrt(sum);
+  return std::sqrt(Kernels<D>::sum_of_squares_many(arrays));
 }
 
 // Scales the gradients so that their global norm is at most max_norm; returns the norm before.

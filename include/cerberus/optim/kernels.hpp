@@ -2,6 +2,8 @@
 //   update_elements(n, fn, arrays...)  fn(x0, x1, ...) on element i of every array, in one pass,
 //                                      storing back the arrays given as non-const pointers
 //   sum_of_squares(x, n)               sum of x[i]^2 in double
+//   sum_of_squares_many(tensors)       the same over a list of (pointer, size): on cuda one
+//                                      synchronisation for all of them
 //   UpdateBatch                        update_elements calls made while one is open may be
 //                                      deferred to its flush() and run together (cuda: one
 //                                      launch for many tensors); on the CPU they run at once
@@ -11,6 +13,9 @@
 // backend/cuda/update.cuh, which <cerberus/backend/cuda.cuh> includes. A device whose header is
 // not included stops at compile time with the message below (never a silent CPU run).
 #pragma once
+
+#include <utility>
+#include <vector>
 
 #include "cerberus/backend/cpu/update.hpp"
 #include "cerberus/core/device.hpp"
@@ -36,6 +41,12 @@ struct Kernels<cpu> {
   }
   template <class T>
   static double sum_of_squares(const T* x, Index n) { return cpu_backend::sum_of_squares(x, n); }
+  template <class T>
+  static double sum_of_squares_many(const std::vector<std::pair<const T*, Index>>& tensors) {
+    double total = 0;
+    for (const auto& [x, n] : tensors) total += cpu_backend::sum_of_squares(x, n);
+    return total;
+  }
 };
 
 }  // namespace cerberus::optim

@@ -11,6 +11,11 @@
 //                                      is a handful of launches instead of ~200. The arrays must
 //                                      stay alive until flush(). An UpdateBatch destroyed without
 //                                      flush() drops its queue: a step that threw updates nothing.
+//   sum_of_squares_many(tensors)       the same over many tensors with one copy to the host:
+//                                      per 1024-element chunk (the multi-tensor plan) a double
+//                                      partial, then one block adds all partials in a fixed
+//                                      order; grad_norm over a model is one synchronisation
+//                                      instead of one per parameter
 //   sum_of_squares(x, n)               squares summed in double: a fixed grid of at most 1024
 //                                      blocks of 256 threads (independent of the device, so the
 //                                      result depends on n and the data only), block sums in
@@ -251,6 +256,94 @@ double sum_of_squares(const T* x, Index n) {
   return total;
 }
 
+namespace squares_detail {
+
+template <class T>
+struct Table {
+  static constexpr int capacity = static_cast<int>((4000 - 64) / (sizeof(void*) + 2 * sizeof(Index)));
+  multi_tensor::Blocks<capacity> blocks;
+  const T* data[capacity];
+};
+
+// One double per block: the squares of its chunk, added by a fixed tree over the block's lanes.
+template <class T>
+__global__ void chunk_squares_kernel(const __grid_constant__ Table<T> table, double* partial) {
+  static_assert(sizeof(Table<T>) <= 4096, "a multi-tensor squares table must fit the 4 KiB of kernel parameters");
+  __shared__ double lanes[block_size];
+  const multi_tensor::Range r = multi_tensor::block_range(table.blocks, static_cast<Index>(blockIdx.x));
+  const T* x = table.data[r.job];
+  double s = 0;
+  for (Index i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
+    const double v = static_cast<double>(x[i]);
+    s += v * v;
+  }
+  lanes[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = block_size / 2; half > 0; half >>= 1) {
+    if (static_cast<int>(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = lanes[0];
+}
+
+// One block adds n partials: each lane a strided run in order, then the same fixed tree.
+__global__ inline void add_partials_kernel(const double* partial, Index n, double* total) {
+  __shared__ double lanes[block_size];
+  double s = 0;
+  for (Index i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+  lanes[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = block_size / 2; half > 0; half >>= 1) {
+    if (static_cast<int>(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *total = lanes[0];
+}
+
+}  // namespace squares_detail
+
+// The sum of squares of every element of every (pointer, size) pair, in double.
+template <class T>
+double sum_of_squares_many(const std::vector<std::pair<const T*, Index>>& tensors) {
+  std::vector<Index> sizes;
+  std::vector<const T*> data;
+  for (const auto& [x, n] : tensors)
+    if (n > 0) {
+      sizes.push_back(n);
+      data.push_back(x);
+    }
+  if (sizes.empty()) return 0.0;
+  using Table = squares_detail::Table<T>;
+  const auto launches = multi_tensor::plan<Table::capacity>(sizes);
+  Index total_blocks = 0;
+  for (const auto& l : launches) total_blocks += l.first_block[l.count];
+  const std::size_t bytes = static_cast<std::size_t>(total_blocks + 1) * sizeof(double);
+  auto* partial = static_cast<double*>(Memory<cuda>::allocate(bytes));
+  const std::string what = " (" + std::to_string(sizes.size()) + " tensors, " + std::to_string(total_blocks) + " chunks)";
+  double total = 0;
+  try {
+    Index base = 0;
+    std::size_t next = 0;
+    for (const auto& blocks : launches) {
+      Table table{};
+      table.blocks = blocks;
+      for (int j = 0; j < blocks.count; ++j) table.data[j] = data[next++];
+      const Index grid = blocks.first_block[blocks.count];
+      squares_detail::chunk_squares_kernel<T><<<static_cast<unsigned>(grid), block_size, 0, stream()>>>(table, partial + base);
+      check(cudaGetLastError(), "grad_norm", "multi-tensor sum of squares kernel launch" + what);
+      base += grid;
+    }
+    squares_detail::add_partials_kernel<<<1, block_size, 0, stream()>>>(partial, total_blocks, partial + total_blocks);
+    check(cudaGetLastError(), "grad_norm", "partial sums kernel launch" + what);
+    Backend<cuda>::copy_to_host(&total, partial + total_blocks, sizeof(double));
+  } catch (...) {
+    Memory<cuda>::deallocate(partial, bytes);
+    throw;
+  }
+  Memory<cuda>::deallocate(partial, bytes);
+  return total;
+}
+
 }  // namespace cerberus::cuda_backend
 
 namespace cerberus::optim {
@@ -264,6 +357,10 @@ struct Kernels<cuda> {
   }
   template <class T>
   static double sum_of_squares(const T* x, Index n) { return cuda_backend::sum_of_squares(x, n); }
+  template <class T>
+  static double sum_of_squares_many(const std::vector<std::pair<const T*, Index>>& tensors) {
+    return cuda_backend::sum_of_squares_many(tensors);
+  }
 };
 
 }  // namespace cerberus::optim
