@@ -204,13 +204,74 @@ inline void check_cross_entropy_rows(const Shape& logits, const Shape& given, co
 
 }  // namespace detail
 
+namespace detail {
+
+// cross_entropy on a device other than the CPU (backend/cuda/norm.cuh has the kernels): the
+// loss, its reduction and the backward stay on the device, and the one synchronisation is the
+// read of the target check (the first row whose target is out of range, if any), so that a bad
+// target still throws here, naming its row, before anything uses the loss. The reduction adds
+// rows in a fixed tree rather than the CPU's row order: the two agree to double rounding.
+template <FloatElement T, Device D>
+Tensor<compute_t<T>, D> cross_entropy_on_device(const Tensor<T, D>& logits, const Tensor<std::int64_t, D>& targets,
+                                                const CrossEntropyOptions& options, Index rows, Index v, const Shape& row_shape) {
+  using C = compute_t<T>;
+  const double e = options.label_smoothing;
+  const bool per_row = options.reduction == Reduction::none;
+  Tensor<T, D> x;
+  Tensor<std::int64_t, D> tgt;
+  Tensor<float, D> weights;
+  auto stats = Tensor<C, D>::empty(Shape{rows, 2});
+  auto row_weight = Tensor<double, D>::empty(Shape{rows});
+  auto scale_and_total = Tensor<double, D>::empty(Shape{2});
+  Tensor<C, D> out = Tensor<C, D>::empty(per_row ? row_shape : Shape{});
+  {
+    NoGradGuard copies_are_not_recorded;
+    x = logits.contiguous().detach();
+    tgt = targets.clone();  // N integers: a later in-place change cannot send the backward out of range
+    if (options.weights.defined()) weights = options.weights.contiguous().template to<D>();
+  }
+  if (rows > 0) {
+    auto first_bad = Tensor<std::int64_t, D>::empty(Shape{1});
+    first_bad.fill(rows);
+    auto loss = Tensor<double, D>::empty(Shape{rows});
+    OpKernels<D>::cross_entropy_forward(x.data(), tgt.data(), weights.defined() ? weights.data() : nullptr, rows, v, options.ignore_index, e,
+                                        loss.data(), stats.data(), row_weight.data(),
+                                        reinterpret_cast<unsigned long long*>(first_bad.data()));
+    const std::int64_t bad_row = first_bad.to_vector()[0];
+    if (bad_row < rows) {
+      std::int64_t bad_target = 0;
+      Backend<D>::copy_to_host(&bad_target, tgt.data() + bad_row, sizeof bad_target);
+      throw IndexError("[cross_entropy] target " + std::to_string(bad_target) + " at row " + std::to_string(bad_row) +
+                       " is out of range for " + std::to_string(v) + " classes (logits of shape " + logits.shape().to_string() +
+                       ", ignore_index " + std::to_string(options.ignore_index) + ")");
+    }
+    if (per_row) OpKernels<D>::cross_entropy_rows(loss.data(), row_weight.data(), rows, out.data());
+    else OpKernels<D>::cross_entropy_reduce(loss.data(), row_weight.data(), rows, options.reduction == Reduction::mean, scale_and_total.data(), out.data());
+  } else {
+    out.fill(C(0));
+  }
+
+  if (autograd::any_requires_grad(logits)) {
+    auto backward = [x, tgt, stats, row_weight, scale_and_total, per_row, e, rows, v](const Tensor<C, D>& grad) {
+      const Tensor<C, D> upstream = grad.contiguous();
+      Tensor<T, D> dx = Tensor<T, D>::empty(x.shape());
+      OpKernels<D>::cross_entropy_backward(x.data(), tgt.data(), stats.data(), row_weight.data(), per_row ? nullptr : scale_and_total.data(),
+                                           upstream.data(), per_row, rows, v, e, dx.data());
+      return std::vector<Tensor<T, D>>{dx};
+    };
+    if constexpr (std::is_same_v<C, T>) autograd::record<T, D>(out, "cross_entropy", {logits}, std::move(backward));
+    else autograd::record_mixed<C, T, D>(out, "cross_entropy", {logits}, std::move(backward));
+  }
+  return out;
+}
+
+}  // namespace detail
+
 // Cross-entropy of logits [..., V] against int64 class targets; see the top of this file for
 // shapes, reductions and label smoothing. Differentiable in logits.
 //
-// On cuda, logits and targets live on the device and options.weights stays a host tensor; the
-// per-row work (max, logsumexp, the loss terms, the whole backward pass) runs in device kernels
-// (backend/cuda/loss.cuh), while the target checks and the O(N) combination of row losses run
-// on the host, in row order as on the CPU, from copies of the targets and the row losses.
+// On cuda, logits and targets live on the device and options.weights stays a host tensor (copied
+// to the device); detail::cross_entropy_on_device above keeps the whole op there.
 template <FloatElement T, Device D>
 Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<std::int64_t, D>& targets, const CrossEntropyOptions& options = {}) {
   using C = compute_t<T>;
@@ -227,96 +288,75 @@ Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<s
   if (v == 0 && row_shape.numel() > 0)
     throw ShapeError("[cross_entropy] logits of shape " + logits.shape().to_string() + " have no classes (V = 0)");
 
-  Tensor<T, D> x;
-  Tensor<std::int64_t, D> tgt;
-  Tensor<std::int64_t> tgt_host;
-  std::vector<double> w(static_cast<std::size_t>(rows), 1.0);
-  {
-    NoGradGuard copies_are_not_recorded;
-    x = logits.contiguous().detach();
-    tgt = targets.clone();  // N integers: a later in-place change cannot send the backward out of range
-    if constexpr (std::is_same_v<D, cpu>) tgt_host = tgt;
-    else tgt_host = tgt.template to<cpu>();
-    if (options.weights.defined()) {
-      const Tensor<float> wt = options.weights.contiguous();
-      for (Index r = 0; r < rows; ++r) w[static_cast<std::size_t>(r)] = static_cast<double>(wt.data()[r]);
-    }
-  }
-  // Targets are checked before any work, in row order: the first bad row is the one reported.
-  const std::int64_t* t = tgt_host.data();
-  double weight_total = 0.0;
-  for (Index r = 0; r < rows; ++r) {
-    if (t[r] == options.ignore_index) {
-      w[static_cast<std::size_t>(r)] = 0.0;
-      continue;
-    }
-    if (t[r] < 0 || t[r] >= v)
-      throw IndexError("[cross_entropy] target " + std::to_string(t[r]) + " at row " + std::to_string(r) + " is out of range for " +
-                       std::to_string(v) + " classes (logits of shape " + logits.shape().to_string() + ", ignore_index " +
-                       std::to_string(options.ignore_index) + ")");
-    weight_total += w[static_cast<std::size_t>(r)];
-  }
-
-  std::vector<double> loss(static_cast<std::size_t>(rows));
-  std::vector<cpu_backend::CrossEntropyRow<C>> stats;   // cpu: per row (shift, log_sum)
-  Tensor<C, D> stats_device;                            // other devices: the same pairs, [rows, 2]
-  if constexpr (std::is_same_v<D, cpu>) {
-    stats.resize(static_cast<std::size_t>(rows));
-    if (rows > 0) cpu_backend::cross_entropy_forward(x.data(), t, rows, v, options.ignore_index, e, loss.data(), stats.data());
+  if constexpr (!std::is_same_v<D, cpu>) {
+    return detail::cross_entropy_on_device(logits, targets, options, rows, v, row_shape);
   } else {
-    stats_device = Tensor<C, D>::empty(Shape{rows, 2});
-    if (rows > 0) {
-      auto loss_device = Tensor<double, D>::empty(Shape{rows});
-      OpKernels<D>::cross_entropy_forward(x.data(), tgt.data(), rows, v, options.ignore_index, e, loss_device.data(), stats_device.data());
-      loss = loss_device.to_vector();
+    Tensor<T> x;
+    Tensor<std::int64_t> tgt;
+    std::vector<double> w(static_cast<std::size_t>(rows), 1.0);
+    {
+      NoGradGuard copies_are_not_recorded;
+      x = logits.contiguous().detach();
+      tgt = targets.clone();  // N integers: a later in-place change cannot send the backward out of range
+      if (options.weights.defined()) {
+        const Tensor<float> wt = options.weights.contiguous();
+        for (Index r = 0; r < rows; ++r) w[static_cast<std::size_t>(r)] = static_cast<double>(wt.data()[r]);
+      }
     }
-  }
-
-  const Reduction reduction = options.reduction;
-  // mean's scale; a mean over no counted rows is 0 (see the top of this file).
-  const double scale = reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
-  Tensor<C> out_host;
-  if (reduction == Reduction::none) {
-    out_host = Tensor<C>::empty(row_shape);
+    // Targets are checked before any work, in row order: the first bad row is the one reported.
+    const std::int64_t* t = tgt.data();
+    double weight_total = 0.0;
     for (Index r = 0; r < rows; ++r) {
-      const std::size_t i = static_cast<std::size_t>(r);
-      out_host.data()[r] = static_cast<C>(w[i] * loss[i]);
+      if (t[r] == options.ignore_index) {
+        w[static_cast<std::size_t>(r)] = 0.0;
+        continue;
+      }
+      if (t[r] < 0 || t[r] >= v)
+        throw IndexError("[cross_entropy] target " + std::to_string(t[r]) + " at row " + std::to_string(r) + " is out of range for " +
+                         std::to_string(v) + " classes (logits of shape " + logits.shape().to_string() + ", ignore_index " +
+                         std::to_string(options.ignore_index) + ")");
+      weight_total += w[static_cast<std::size_t>(r)];
     }
-  } else {
-    double total = 0.0;  // in row order: the same for any thread count
-    for (Index r = 0; r < rows; ++r) total += w[static_cast<std::size_t>(r)] * loss[static_cast<std::size_t>(r)];
-    out_host = Tensor<C>::empty(Shape{});
-    out_host.data()[0] = static_cast<C>(total * scale);
-  }
-  Tensor<C, D> out;
-  if constexpr (std::is_same_v<D, cpu>) out = out_host;
-  else out = out_host.template to<D>();
 
-  if (autograd::any_requires_grad(logits)) {
-    // Saved: logits, targets, the row weights and the split logsumexp per row.
-    auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), stats_device, scale, reduction, e, rows, v](const Tensor<C, D>& grad) {
-      std::vector<double> coef(static_cast<std::size_t>(rows));
-      Tensor<C> g;
-      if constexpr (std::is_same_v<D, cpu>) g = grad.contiguous();
-      else g = grad.template to<cpu>();
+    std::vector<double> loss(static_cast<std::size_t>(rows));
+    std::vector<cpu_backend::CrossEntropyRow<C>> stats(static_cast<std::size_t>(rows));  // per row (shift, log_sum)
+    if (rows > 0) cpu_backend::cross_entropy_forward(x.data(), t, rows, v, options.ignore_index, e, loss.data(), stats.data());
+
+    const Reduction reduction = options.reduction;
+    // mean's scale; a mean over no counted rows is 0 (see the top of this file).
+    const double scale = reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
+    Tensor<C> out;
+    if (reduction == Reduction::none) {
+      out = Tensor<C>::empty(row_shape);
       for (Index r = 0; r < rows; ++r) {
-        const double up = static_cast<double>(g.data()[reduction == Reduction::none ? r : 0]);
-        coef[static_cast<std::size_t>(r)] = w[static_cast<std::size_t>(r)] * scale * up;
+        const std::size_t i = static_cast<std::size_t>(r);
+        out.data()[r] = static_cast<C>(w[i] * loss[i]);
       }
-      Tensor<T, D> dx = Tensor<T, D>::empty(x.shape());
-      if constexpr (std::is_same_v<D, cpu>) {
+    } else {
+      double total = 0.0;  // in row order: the same for any thread count
+      for (Index r = 0; r < rows; ++r) total += w[static_cast<std::size_t>(r)] * loss[static_cast<std::size_t>(r)];
+      out = Tensor<C>::empty(Shape{});
+      out.data()[0] = static_cast<C>(total * scale);
+    }
+
+    if (autograd::any_requires_grad(logits)) {
+      // Saved: logits, targets, the row weights and the split logsumexp per row.
+      auto backward = [x, tgt, w = std::move(w), stats = std::move(stats), scale, reduction, e, rows, v](const Tensor<C>& grad) {
+        std::vector<double> coef(static_cast<std::size_t>(rows));
+        const Tensor<C> g = grad.contiguous();
+        for (Index r = 0; r < rows; ++r) {
+          const double up = static_cast<double>(g.data()[reduction == Reduction::none ? r : 0]);
+          coef[static_cast<std::size_t>(r)] = w[static_cast<std::size_t>(r)] * scale * up;
+        }
+        Tensor<T> dx = Tensor<T>::empty(x.shape());
         if (rows > 0) cpu_backend::cross_entropy_backward(x.data(), tgt.data(), stats.data(), coef.data(), rows, v, e, dx.data());
-      } else if (rows > 0) {
-        const auto coef_device = Tensor<double, D>::empty(Shape{rows});
-        Backend<D>::copy_from_host(coef_device.data(), coef.data(), coef.size() * sizeof(double));
-        OpKernels<D>::cross_entropy_backward(x.data(), tgt.data(), stats_device.data(), coef_device.data(), rows, v, e, dx.data());
-      }
-      return std::vector<Tensor<T, D>>{dx};
-    };
-    if constexpr (std::is_same_v<C, T>) autograd::record<T, D>(out, "cross_entropy", {logits}, std::move(backward));
-    else autograd::record_mixed<C, T, D>(out, "cross_entropy", {logits}, std::move(backward));
+        return std::vector<Tensor<T>>{dx};
+      };
+      if constexpr (std::is_same_v<C, T>) autograd::record<T, cpu>(out, "cross_entropy", {logits}, std::move(backward));
+      else autograd::record_mixed<C, T, cpu>(out, "cross_entropy", {logits}, std::move(backward));
+    }
+    return out;
   }
-  return out;
 }
 
 }  // namespace cerberus

@@ -73,7 +73,20 @@ void check_cross_entropy(Generator& gen, const char* type) {
     sum(ld * up.template to<cuda>()).backward();
     expect_close("cross_entropy dlogits " + where, x.d.grad(), x.h.grad());
   }
+  // Every target ignored: a mean of 0 and zero gradients on both devices (not 0/0).
+  {
+    const auto ignored = full<std::int64_t>({4, 24}, -100);
+    auto x = check::leaf_pair(random<T>({4, 24, 50}, gen));
+    const auto lh = cross_entropy(x.h, ignored);
+    const auto ld = cross_entropy(x.d, ignored.to<cuda>());
+    expect_close(std::string(type) + " cross_entropy with every target ignored", ld, lh);
+    lh.backward();
+    ld.backward();
+    expect_close(std::string(type) + " cross_entropy dlogits with every target ignored", x.d.grad(), x.h.grad());
+  }
+  // Two bad targets: the device finds both, and the error names the first row, as on the CPU.
   auto bad = targets.clone();
+  bad.data()[11] = -7;
   bad.data()[5] = v;
   try {
     (void)cross_entropy(random<T>({n, v}, gen).template to<cuda>(), bad.to<cuda>());

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cerberus/backend/cuda/error.cuh"
 #include "cerberus/backend/cuda/launch.cuh"
@@ -160,17 +161,33 @@ void norm_backward(const T* dy, const T* x, const T* w, const compute_t<T>* mean
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------------
-// stats: per row (shift, log_sum) in the compute type; loss: per row, unweighted, in double.
+// Everything on the device, so that a loss costs one synchronisation (reading `first_bad`, the
+// target check) instead of copies of targets, row losses and coefficients both ways:
+//   forward   per row: the loss (unweighted, double), stats (shift, log_sum) in the compute type,
+//             and the row's weight w_r (0 for ignore_index; options' weight or 1 otherwise); a
+//             target outside [0, V) is not read: its row gets weight 0 and first_bad the
+//             smallest such row (atomicMin), for the host to report
+//   reduce    one block: weight_total = sum w_r, total = sum w_r loss_r (a fixed tree, so the
+//             result depends on the data only), scale = 1 / weight_total (mean; 0 when nothing
+//             counts) or 1 (sum), out = total * scale; scale kept for the backward
+//   none      out[r] = w_r loss_r
+//   backward  coef_r = w_r * scale * upstream (upstream[0]; none: upstream[r], scale null = 1), then
+//             dlogits = (softmax - (1 - e) onehot(t) - e / V) * coef_r
 template <class T>
-__global__ void cross_entropy_forward_kernel(const T* x, const std::int64_t* target, Index rows, Index v, std::int64_t ignore, double smoothing,
-                                             double* loss, compute_t<T>* stats) {
+__global__ void cross_entropy_forward_kernel(const T* x, const std::int64_t* target, const float* weights, Index rows, Index v,
+                                             std::int64_t ignore, double smoothing, double* loss, compute_t<T>* stats, double* row_weight,
+                                             unsigned long long* first_bad) {
   using C = compute_t<T>;
   using Max = ValueReducer<2, C>;
   using Sum = ValueReducer<0, C>;
   for (Index r = blockIdx.x; r < rows; r += gridDim.x) {
     const std::int64_t t = target[r];
-    if (t == ignore) {  // uniform across the block: no reduction below is skipped by part of it
-      if (threadIdx.x == 0) loss[r] = 0.0, stats[2 * r] = C(0), stats[2 * r + 1] = C(0);
+    const bool bad = t != ignore && (t < 0 || t >= v);
+    if (t == ignore || bad) {  // uniform across the block: no reduction below is skipped by part of it
+      if (threadIdx.x == 0) {
+        loss[r] = 0.0, stats[2 * r] = C(0), stats[2 * r + 1] = C(0), row_weight[r] = 0.0;
+        if (bad) atomicMin(first_bad, static_cast<unsigned long long>(r));
+      }
       continue;
     }
     const T* xr = x + r * v;
@@ -193,17 +210,52 @@ __global__ void cross_entropy_forward_kernel(const T* x, const std::int64_t* tar
       double l = static_cast<double>(log_sum) + (1.0 - smoothing) * (static_cast<double>(shift) - static_cast<double>(load(xr, t)));
       if (smoothing != 0.0) l += smoothing * (-below / static_cast<double>(v));
       loss[r] = l;
+      row_weight[r] = weights ? static_cast<double>(weights[r]) : 1.0;
     }
   }
 }
 
+// scale_and_total: [0] = scale, [1] = the reduced loss (double; `out` gets it in C).
+template <class C>
+__global__ void cross_entropy_reduce_kernel(const double* loss, const double* row_weight, Index rows, bool mean, double* scale_and_total, C* out) {
+  __shared__ double weight_lanes[block_size];
+  __shared__ double loss_lanes[block_size];
+  double wt = 0.0, total = 0.0;
+  for (Index r = threadIdx.x; r < rows; r += blockDim.x) {
+    wt += row_weight[r];
+    total += row_weight[r] * loss[r];
+  }
+  weight_lanes[threadIdx.x] = wt;
+  loss_lanes[threadIdx.x] = total;
+  __syncthreads();
+  for (int half = block_size / 2; half > 0; half >>= 1) {
+    if (static_cast<int>(threadIdx.x) < half) {
+      weight_lanes[threadIdx.x] += weight_lanes[threadIdx.x + half];
+      loss_lanes[threadIdx.x] += loss_lanes[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const double scale = mean ? (weight_lanes[0] != 0.0 ? 1.0 / weight_lanes[0] : 0.0) : 1.0;
+    scale_and_total[0] = scale;
+    scale_and_total[1] = loss_lanes[0] * scale;
+    *out = static_cast<C>(loss_lanes[0] * scale);
+  }
+}
+
+template <class C>
+__global__ void cross_entropy_rows_kernel(const double* loss, const double* row_weight, Index rows, C* out) {
+  for (Index r = grid_first(); r < rows; r += grid_step()) out[r] = static_cast<C>(row_weight[r] * loss[r]);
+}
+
 template <class T>
-__global__ void cross_entropy_backward_kernel(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* coef, Index rows,
-                                              Index v, double smoothing, T* dx) {
+__global__ void cross_entropy_backward_kernel(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* row_weight,
+                                              const double* scale, const compute_t<T>* upstream, bool per_row, Index rows, Index v,
+                                              double smoothing, T* dx) {
   using C = compute_t<T>;
   for (Index r = blockIdx.x; r < rows; r += gridDim.x) {
     T* dr = dx + r * v;
-    const double cr = coef[r];
+    const double cr = row_weight[r] * (scale ? scale[0] : 1.0) * static_cast<double>(upstream[per_row ? r : 0]);
     if (cr == 0.0) {
       for (Index i = threadIdx.x; i < v; i += blockDim.x) dr[i] = static_cast<T>(C(0));
       continue;
@@ -222,22 +274,40 @@ __global__ void cross_entropy_backward_kernel(const T* x, const std::int64_t* ta
   }
 }
 
+inline std::string cross_entropy_shape(Index rows, Index v) {
+  return "[N " + std::to_string(rows) + ", V " + std::to_string(v) + "]";
+}
+
+// Queues the forward; returns nothing to the host. first_bad must hold a value >= rows.
 template <class T>
-void cross_entropy_forward(const T* x, const std::int64_t* target, Index rows, Index v, std::int64_t ignore, double smoothing, double* loss,
-                           compute_t<T>* stats) {
+void cross_entropy_forward(const T* x, const std::int64_t* target, const float* weights, Index rows, Index v, std::int64_t ignore,
+                           double smoothing, double* loss, compute_t<T>* stats, double* row_weight, unsigned long long* first_bad) {
   if (rows == 0) return;
-  cross_entropy_forward_kernel<T><<<row_grid(rows, "cross_entropy"), row_block(v), 0, stream()>>>(x, target, rows, v, ignore, smoothing, loss,
-                                                                                                 stats);
-  check(cudaGetLastError(), "cross_entropy", "forward kernel launch over [N " + std::to_string(rows) + ", V " + std::to_string(v) + "]");
+  cross_entropy_forward_kernel<T><<<row_grid(rows, "cross_entropy"), row_block(v), 0, stream()>>>(x, target, weights, rows, v, ignore, smoothing,
+                                                                                                 loss, stats, row_weight, first_bad);
+  check(cudaGetLastError(), "cross_entropy", "forward kernel launch over " + cross_entropy_shape(rows, v));
+}
+
+template <class C>
+void cross_entropy_reduce(const double* loss, const double* row_weight, Index rows, bool mean, double* scale_and_total, C* out) {
+  cross_entropy_reduce_kernel<C><<<1, block_size, 0, stream()>>>(loss, row_weight, rows, mean, scale_and_total, out);
+  check(cudaGetLastError(), "cross_entropy", "reduction kernel launch over " + std::to_string(rows) + " rows");
+}
+
+template <class C>
+void cross_entropy_rows(const double* loss, const double* row_weight, Index rows, C* out) {
+  if (rows == 0) return;
+  cross_entropy_rows_kernel<C><<<grid_size(rows, "cross_entropy"), block_size, 0, stream()>>>(loss, row_weight, rows, out);
+  check(cudaGetLastError(), "cross_entropy", "per-row loss kernel launch over " + std::to_string(rows) + " rows");
 }
 
 template <class T>
-void cross_entropy_backward(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* coef, Index rows, Index v,
-                            double smoothing, T* dx) {
+void cross_entropy_backward(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* row_weight, const double* scale,
+                            const compute_t<T>* upstream, bool per_row, Index rows, Index v, double smoothing, T* dx) {
   if (rows == 0) return;
-  cross_entropy_backward_kernel<T><<<row_grid(rows, "cross_entropy"), row_block(v), 0, stream()>>>(x, target, stats, coef, rows, v, smoothing,
-                                                                                                  dx);
-  check(cudaGetLastError(), "cross_entropy", "backward kernel launch over [N " + std::to_string(rows) + ", V " + std::to_string(v) + "]");
+  cross_entropy_backward_kernel<T><<<row_grid(rows, "cross_entropy"), row_block(v), 0, stream()>>>(x, target, stats, row_weight, scale, upstream,
+                                                                                                  per_row, rows, v, smoothing, dx);
+  check(cudaGetLastError(), "cross_entropy", "backward kernel launch over " + cross_entropy_shape(rows, v));
 }
 
 }  // namespace cerberus::cuda_backend

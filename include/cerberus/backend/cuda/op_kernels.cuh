@@ -55,15 +55,26 @@ struct OpKernels<cuda> {
     });
   }
 
+  // Cross-entropy on the device (backend/cuda/norm.cuh): forward, reduction (mean / sum) or
+  // per-row losses (none), backward.
   template <class T>
-  static void cross_entropy_forward(const T* x, const std::int64_t* target, Index rows, Index v, std::int64_t ignore, double smoothing,
-                                    double* loss, compute_t<T>* stats) {
-    cuda_backend::cross_entropy_forward(x, target, rows, v, ignore, smoothing, loss, stats);
+  static void cross_entropy_forward(const T* x, const std::int64_t* target, const float* weights, Index rows, Index v, std::int64_t ignore,
+                                    double smoothing, double* loss, compute_t<T>* stats, double* row_weight, unsigned long long* first_bad) {
+    cuda_backend::cross_entropy_forward(x, target, weights, rows, v, ignore, smoothing, loss, stats, row_weight, first_bad);
+  }
+  template <class C>
+  static void cross_entropy_reduce(const double* loss, const double* row_weight, Index rows, bool mean, double* scale_and_total, C* out) {
+    cuda_backend::cross_entropy_reduce(loss, row_weight, rows, mean, scale_and_total, out);
+  }
+  template <class C>
+  static void cross_entropy_rows(const double* loss, const double* row_weight, Index rows, C* out) {
+    cuda_backend::cross_entropy_rows(loss, row_weight, rows, out);
   }
   template <class T>
-  static void cross_entropy_backward(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* coef, Index rows, Index v,
-                                     double smoothing, T* dx) {
-    cuda_backend::cross_entropy_backward(x, target, stats, coef, rows, v, smoothing, dx);
+  static void cross_entropy_backward(const T* x, const std::int64_t* target, const compute_t<T>* stats, const double* row_weight,
+                                     const double* scale, const compute_t<T>* upstream, bool per_row, Index rows, Index v, double smoothing,
+                                     T* dx) {
+    cuda_backend::cross_entropy_backward(x, target, stats, row_weight, scale, upstream, per_row, rows, v, smoothing, dx);
   }
 
   template <class C>
