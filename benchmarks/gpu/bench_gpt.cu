@@ -8,7 +8,9 @@
 // bf16 is the library's mixed precision: the model built as DecoderOnly<bfloat16> (bf16 weights,
 // activations and cuBLAS products with float sums), float master weights in AdamW.
 // Each step ends with the loss copied to the host (a synchronisation); 2 warm-up steps, median
-// of 7. Prints "RESULT cerberus gpt train <config> <tokens/s> tokens/s" and the memory the
+// of 7, and per phase (forward with the loss, backward, optimizer) the device time and the host
+// time spent queueing it (mean of the 7). Prints "RESULT cerberus gpt train <config> <tokens/s>
+// tokens/s" and the memory the
 // caching allocator holds at the end (its peak: it never returns memory), which
 // benchmarks/gpu/run.sh pairs with bench_torch.py's "torch gpt train <config>" (PyTorch eager,
 // autocast bf16 for the bf16 rows, torch.cuda.max_memory_reserved).
@@ -56,16 +58,43 @@ void run(const std::string& name, Index B) {
   const auto targets = from_vector<std::int64_t>(targets_host, {B, T_len}).to<cuda>();
   std::vector<double> times;
   double loss_value = 0;
+  // Phases: forward (with the loss), backward, optimizer. For each, the device time between
+  // events recorded at its ends and the host time spent queueing it: where the two are close,
+  // the device waited for the host (launch-bound), not the other way round.
+  cudaEvent_t marks[4];
+  for (auto& m : marks) cuda_backend::check(cudaEventCreate(&m), "bench_gpt", "cudaEventCreate");
+  double device_ms[3] = {}, host_ms[3] = {};
+  using clock = std::chrono::steady_clock;
+  auto since = [](clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); };
   for (int i = 0; i < 9; ++i) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = clock::now();
+    cudaEventRecord(marks[0], cuda_backend::stream());
     optimizer.zero_grad();
     auto loss = model.loss(ids, targets);
+    cudaEventRecord(marks[1], cuda_backend::stream());
+    const double host_forward = since(start);
+    const auto backward_start = clock::now();
     loss.backward();
+    cudaEventRecord(marks[2], cuda_backend::stream());
+    const double host_backward = since(backward_start);
+    const auto step_start = clock::now();
     optimizer.step();
+    cudaEventRecord(marks[3], cuda_backend::stream());
+    const double host_step = since(step_start);
     loss_value = static_cast<double>(loss.template to<cpu>().item());
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (i >= 2) times.push_back(ms);
+    const double ms = since(start);
+    if (i >= 2) {
+      times.push_back(ms);
+      const double host[3] = {host_forward, host_backward, host_step};
+      for (int k = 0; k < 3; ++k) {
+        float elapsed = 0;
+        cudaEventElapsedTime(&elapsed, marks[k], marks[k + 1]);
+        device_ms[k] += elapsed;
+        host_ms[k] += host[k];
+      }
+    }
   }
+  for (auto& m : marks) cudaEventDestroy(m);
   std::sort(times.begin(), times.end());
   const double ms = times[times.size() / 2];
   const std::string label = name + (std::is_same_v<T, bfloat16> ? " bf16" : "");
@@ -73,6 +102,9 @@ void run(const std::string& name, Index B) {
   std::printf("RESULT cerberus gpt train %-26s %10.0f tokens/s  (%.2f ms/step, loss %.4f, %.0f MiB held)\n", label.c_str(),
               static_cast<double>(B * T_len) / (ms * 1e-3), ms, loss_value,
               static_cast<double>(memory.bytes_in_use + memory.bytes_cached) / (1024.0 * 1024.0));
+  const double n = static_cast<double>(times.size());
+  std::printf("PHASES cerberus gpt train %-26s forward %.2f ms (host %.2f), backward %.2f ms (host %.2f), optimizer %.2f ms (host %.2f)\n",
+              label.c_str(), device_ms[0] / n, host_ms[0] / n, device_ms[1] / n, host_ms[1] / n, device_ms[2] / n, host_ms[2] / n);
   std::fflush(stdout);
 }
 

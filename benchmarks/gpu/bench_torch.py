@@ -102,19 +102,35 @@ for name, vocab, d, layers, heads, seq, batch, bf16 in configs:
     ids = ((i * 2654435761) % vocab).view(batch, seq).cuda()
     targets = ((i * 40503 + 7) % vocab).view(batch, seq).cuda()
     times = []
+    # Per phase, as bench_gpt.cu: device time between events, and host time queueing the phase.
+    marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+    device_ms, host_ms = [0.0] * 3, [0.0] * 3
     for step in range(9):
         start = time.perf_counter()
+        marks[0].record()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
             loss = model(ids, targets)
+        marks[1].record()
+        t1 = time.perf_counter()
         loss.backward()
+        marks[2].record()
+        t2 = time.perf_counter()
         opt.step()
+        marks[3].record()
+        t3 = time.perf_counter()
         value = loss.item()
         if step >= 2:
             times.append(time.perf_counter() - start)
+            for k, host in enumerate((t1 - start, t2 - t1, t3 - t2)):
+                device_ms[k] += marks[k].elapsed_time(marks[k + 1])
+                host_ms[k] += host * 1e3
     times.sort()
     s = times[len(times) // 2]
     label = name + (" bf16" if bf16 else "")
     mib = torch.cuda.max_memory_reserved() / 2**20
     print(f"RESULT torch gpt train {label:<26s} {batch * seq / s:10.0f} tokens/s  ({s * 1e3:.2f} ms/step, loss {value:.4f}, {mib:.0f} MiB peak reserved)", flush=True)
+    n = len(times)
+    print(f"PHASES torch gpt train {label:<26s} forward {device_ms[0] / n:.2f} ms (host {host_ms[0] / n:.2f}), "
+          f"backward {device_ms[1] / n:.2f} ms (host {host_ms[1] / n:.2f}), optimizer {device_ms[2] / n:.2f} ms (host {host_ms[2] / n:.2f})", flush=True)
     del model, opt

@@ -141,8 +141,8 @@ struct IndexingKernels<cuda> {
     const char* op = "index check";
     const auto flag = Tensor<std::int64_t, cuda>::empty(Shape{1});
     auto* first_bad = reinterpret_cast<unsigned long long*>(flag.data());
-    const unsigned long long none = std::numeric_limits<unsigned long long>::max();
-    Backend<cuda>::copy_from_host(first_bad, &none, sizeof none);
+    const unsigned long long none = std::numeric_limits<unsigned long long>::max();  // all bits set: a memset, not a synchronising copy
+    cuda_backend::check(cudaMemsetAsync(first_bad, 0xFF, sizeof none, cuda_backend::stream()), op, "cudaMemsetAsync");
     cuda_backend::find_out_of_range_kernel<<<cuda_backend::grid_size(count, op), cuda_backend::block_size, 0, cuda_backend::stream()>>>(
         idx, count, limit, first_bad);
     cuda_backend::check_launch(op);
