@@ -1,6 +1,6 @@
 // Optimizers on cuda (optim::Kernels<cuda>, backend/cuda/update.cuh) against the CPU: the same
 // parameters and the same losses on both devices, several steps of AdamW, Adam (L2), SGD with
-// momentum (plain and Nesterov), gradient clipping, and AdamW and grad_norm over 200 float or bf16 tensors
+// momentum (plain and Nesterov), gradient clipping, and AdamW and grad_norm over 800-1400 float or bf16 tensors
 // (several multi-tensor launches per step); parameters after every step within 1e-6
 // relative, gradient norms within 1e-6 relative (both sum squares in double, in different orders;
 // the gradients themselves may differ by a float rounding where the devices contract a
@@ -78,9 +78,10 @@ void run_steps(const char* name, Generator& gen, const Options& options, int ste
   }
 }
 
-// Many parameters in one step: more tensors than one multi-tensor launch holds (about 45 for
-// AdamW), sizes around the 1024-element chunk, rank 1 and rank 2 (AdamW decays only the
-// second: two update functors, two launch groups), float weights or bf16 weights with float
+// Many parameters in one step: more tensors than one multi-tensor launch holds (about 350 per
+// AdamW functor, 1350 for grad_norm's squares), sizes around the 1024-element chunk, rank 1
+// and rank 2 (AdamW decays only the second: two update functors, two launch groups, each of
+// 400 or 700 tensors here), float weights or bf16 weights with float
 // masters. Gradients are exact on both devices (loss = sum(w * c): dL/dw = c), so the weights,
 // moments and masters must agree to the update's float rounding.
 template <class P>
@@ -114,7 +115,6 @@ void run_many(const char* name, Generator& gen, int tensors, int steps) {
       sum(h[k].tensor * coef_h[k]).backward();
       sum(d[k].tensor * coef_d[k]).backward();
     }
-    // More tensors than one multi-tensor squares launch holds (about 160).
     const double nh = optim::grad_norm(h), nd = optim::grad_norm(d);
     check::report(std::fabs(nd - nh) <= 1e-6 * nh, std::string(name) + " grad_norm step " + std::to_string(s + 1),
                   "cuda " + check::fmt(nd) + ", cpu " + check::fmt(nh));
@@ -149,7 +149,7 @@ int main() {
     run_steps<optim::SGD>("SGD momentum", gen, optim::SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-3}, 4);
     run_steps<optim::SGD>("SGD nesterov", gen, optim::SGDOptions{.lr = 1e-2, .momentum = 0.9, .nesterov = true}, 3);
     run_steps<optim::SGD>("SGD plain", gen, optim::SGDOptions{.lr = 0.1}, 2);
-    run_many<float>("AdamW, 200 float tensors", gen, 200, 3);
-    run_many<bfloat16>("AdamW, 200 bf16 tensors with masters", gen, 200, 3);
+    run_many<float>("AdamW, 1400 float tensors", gen, 1400, 2);
+    run_many<bfloat16>("AdamW, 800 bf16 tensors with masters", gen, 800, 2);
   });
 }

@@ -8,7 +8,7 @@
 //                                      update_elements are queued, and flush() launches them per
 //                                      functor and array types, up to `capacity` tensors per
 //                                      launch (multi_tensor_plan.hpp): a step of a 16-layer model
-//                                      is a handful of launches instead of ~200. The arrays must
+//                                      is one or two launches instead of ~200. The arrays must
 //                                      stay alive until flush(). An UpdateBatch destroyed without
 //                                      flush() drops its queue: a step that threw updates nothing.
 //   sum_of_squares_many(tensors)       the same over many tensors with one copy to the host:
@@ -79,6 +79,15 @@ constexpr void check_update_arrays() {
   static_assert(std::is_floating_point_v<C>, "update_elements: arrays of float, double or bfloat16 only.");
 }
 
+// The bytes of kernel parameters a launch may pass: 32764 since CUDA 12.1 on every device it
+// supports (CUDA 13, which this project builds with, needs a driver of R580 or newer, well past
+// the R530 that larger parameters need), 4 KiB before. A multi-tensor table fills most of it.
+#if CUDART_VERSION >= 12010
+inline constexpr std::size_t kernel_parameter_bytes = 32764;
+#else
+inline constexpr std::size_t kernel_parameter_bytes = 4096;
+#endif
+
 namespace update_detail {
 
 template <std::size_t K, class... P>
@@ -86,12 +95,12 @@ using array_t = std::tuple_element_t<K, std::tuple<P*...>>;
 
 // One launch's tensors: where each block works (Blocks), and per tensor its functor (the rule's
 // per-parameter scalars: learning rate scale, weight decay) and its arrays. Sized to fit the
-// 4 KiB of kernel parameters every CUDA device accepts; passed __grid_constant__, so blocks read
-// their entry in place instead of copying the table.
+// kernel parameters (kernel_parameter_bytes: about 350 AdamW tensors, so a whole model is one
+// launch); passed __grid_constant__, so blocks read their entry in place instead of copying it.
 template <class Fn, std::size_t Arrays>
 struct TableLayout {
   static constexpr std::size_t per_tensor = sizeof(Fn) + Arrays * sizeof(void*) + 2 * sizeof(Index);
-  static constexpr int capacity = static_cast<int>((4000 - 64) / per_tensor);
+  static constexpr int capacity = static_cast<int>((kernel_parameter_bytes - 256) / per_tensor);
   static_assert(capacity >= 8, "update_elements: the update functor is too large for a multi-tensor launch");
 };
 
@@ -112,7 +121,7 @@ __device__ inline void apply_range(const Table<Fn, P...>& table, const multi_ten
 
 template <class C, class Fn, class... P>
 __global__ void multi_update_kernel(const __grid_constant__ Table<Fn, P...> table) {
-  static_assert(sizeof(Table<Fn, P...>) <= 4096, "a multi-tensor update table must fit the 4 KiB of kernel parameters");
+  static_assert(sizeof(Table<Fn, P...>) <= kernel_parameter_bytes, "a multi-tensor update table must fit in the kernel parameters");
   const multi_tensor::Range r = multi_tensor::block_range(table.blocks, static_cast<Index>(blockIdx.x));
   apply_range<C>(table, r, std::index_sequence_for<P...>{});
 }
@@ -260,7 +269,7 @@ namespace squares_detail {
 
 template <class T>
 struct Table {
-  static constexpr int capacity = static_cast<int>((4000 - 64) / (sizeof(void*) + 2 * sizeof(Index)));
+  static constexpr int capacity = static_cast<int>((kernel_parameter_bytes - 256) / (sizeof(void*) + 2 * sizeof(Index)));
   multi_tensor::Blocks<capacity> blocks;
   const T* data[capacity];
 };
@@ -268,7 +277,7 @@ struct Table {
 // One double per block: the squares of its chunk, added by a fixed tree over the block's lanes.
 template <class T>
 __global__ void chunk_squares_kernel(const __grid_constant__ Table<T> table, double* partial) {
-  static_assert(sizeof(Table<T>) <= 4096, "a multi-tensor squares table must fit the 4 KiB of kernel parameters");
+  static_assert(sizeof(Table<T>) <= kernel_parameter_bytes, "a multi-tensor squares table must fit in the kernel parameters");
   __shared__ double lanes[block_size];
   const multi_tensor::Range r = multi_tensor::block_range(table.blocks, static_cast<Index>(blockIdx.x));
   const T* x = table.data[r.job];
