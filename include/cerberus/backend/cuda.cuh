@@ -13,6 +13,7 @@
 
 #include "cerberus/backend/cuda/device.cuh"
 #include "cerberus/backend/cuda/memory.cuh"
+#include "cerberus/backend/cuda/stream.cuh"
 #include "cerberus/backend/cuda/backend.cuh"
 #include "cerberus/backend/cuda/indexing.cuh"
 #include "cerberus/backend/cuda/op_kernels.cuh"

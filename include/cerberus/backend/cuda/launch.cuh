@@ -10,10 +10,16 @@
 
 namespace cerberus::cuda_backend {
 
-// The stream every cerberus kernel and copy is queued on: the legacy default stream, named
-// explicitly so that nvcc's `--default-stream per-thread` cannot change it. One stream keeps all
-// work in order, which is what lets the caching allocator reuse blocks without events.
-inline cudaStream_t stream() { return cudaStreamLegacy; }
+// The stream every cerberus kernel and copy of the calling thread is queued on: the legacy
+// default stream (named explicitly so that nvcc's `--default-stream per-thread` cannot change
+// it) unless a CudaStreamGuard (stream.cuh) chose another for this thread. Work on one stream
+// runs in order, and the caching allocator keeps a pool per stream (memory.cuh), which is what
+// lets it reuse blocks without events.
+inline cudaStream_t& current_stream() {
+  thread_local cudaStream_t current = cudaStreamLegacy;
+  return current;
+}
+inline cudaStream_t stream() { return current_stream(); }
 
 inline constexpr int block_size = 256;
 

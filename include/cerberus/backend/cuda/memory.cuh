@@ -2,16 +2,21 @@
 // tens of microseconds and cudaFree synchronises the whole device, so an op that got fresh memory
 // for its output would stall the host on the GPU at every step; cached blocks avoid both.
 //
-// Reuse is safe without events because all cerberus work runs in order on one stream
-// (launch.cuh): a block freed on the host while a kernel still reads it is handed out again only
-// to work queued after that kernel.
+// Reuse is safe without events because each stream has its own pool (StreamPools below) and
+// work on one stream runs in order (launch.cuh): a block freed on the host while a kernel still
+// reads it is handed out again only to work queued after that kernel.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "cerberus/backend/cuda/error.cuh"
 #include "cerberus/backend/cuda/launch.cuh"
@@ -42,10 +47,87 @@ struct DeviceMemory {
   static void release(void* p) { check(cudaFree(p), "empty_cache", "cudaFree"); }
 };
 
-inline CachingAllocator<DeviceMemory>& allocator() {
+// One caching pool per stream: a block is handed out again only to work on the stream it was
+// allocated on, where it is queued after every kernel that used it. (A tensor made on one stream
+// and used on another must be kept alive until that other stream is synchronised, as with
+// PyTorch's record_stream; stream.cuh says so where streams are chosen.) A pool is keyed by the
+// stream's handle; CudaStream synchronises before it destroys its stream, so a later stream that
+// gets the same handle may take the pool over.
+class StreamPools {
+ public:
+  void* allocate(std::size_t bytes) {
+    CachingAllocator<DeviceMemory>* pool = pool_for(stream());
+    void* p = nullptr;
+    try {
+      p = pool->allocate(bytes);  // on failure it empties its own cache and tries once more
+    } catch (const std::bad_alloc&) {
+      empty_cache();  // other streams' cached blocks too (cudaFree waits for the device)
+      p = pool->allocate(bytes);
+    }
+    std::lock_guard lock(mutex_);
+    owner_[p] = pool;
+    return p;
+  }
+
+  void deallocate(void* p, std::size_t bytes) {
+    if (!p) return;
+    CachingAllocator<DeviceMemory>* pool = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = owner_.find(p);
+      if (it == owner_.end()) return;  // not ours: never handed out by allocate
+      pool = it->second;
+      owner_.erase(it);
+    }
+    pool->deallocate(p, bytes);
+  }
+
+  void empty_cache() {
+    for (auto* pool : pools()) pool->empty_cache();
+  }
+
+  // Summed over the pools.
+  AllocatorStats stats() const {
+    AllocatorStats total;
+    for (auto* pool : pools()) {
+      const AllocatorStats s = pool->stats();
+      total.bytes_in_use += s.bytes_in_use;
+      total.bytes_cached += s.bytes_cached;
+      total.allocations += s.allocations;
+      total.cache_hits += s.cache_hits;
+      total.system_allocations += s.system_allocations;
+    }
+    return total;
+  }
+
+  std::size_t pool_count() const {
+    std::lock_guard lock(mutex_);
+    return pools_.size();
+  }
+
+ private:
+  CachingAllocator<DeviceMemory>* pool_for(cudaStream_t s) {
+    std::lock_guard lock(mutex_);
+    auto& pool = pools_[s];
+    if (!pool) pool = std::make_unique<CachingAllocator<DeviceMemory>>();
+    return pool.get();
+  }
+  std::vector<CachingAllocator<DeviceMemory>*> pools() const {
+    std::lock_guard lock(mutex_);
+    std::vector<CachingAllocator<DeviceMemory>*> out;
+    for (const auto& [s, pool] : pools_) out.push_back(pool.get());
+    return out;
+  }
+
+  mutable std::mutex mutex_;
+  std::map<cudaStream_t, std::unique_ptr<CachingAllocator<DeviceMemory>>> pools_;
+  std::unordered_map<void*, CachingAllocator<DeviceMemory>*> owner_;
+};
+
+inline StreamPools& allocator() {
   // Never destroyed: tensors may outlive statics, and cudaFree after the runtime has shut down at
   // exit fails. The driver reclaims the memory with the process.
-  static auto* instance = new CachingAllocator<DeviceMemory>();
+  static auto* instance = new StreamPools();
   return *instance;
 }
 
@@ -80,7 +162,8 @@ struct Memory<cuda> {
   static void deallocate(void* p, std::size_t bytes) { cuda_backend::allocator().deallocate(p, bytes); }
 };
 
-// Statistics of the device caching allocator, and a way to give cached blocks back to CUDA.
+// Statistics of the device caching allocator (summed over its per-stream pools), and a way to
+// give cached blocks back to CUDA.
 inline AllocatorStats cuda_memory_stats() { return cuda_backend::allocator().stats(); }
 inline void empty_cuda_cache() { cuda_backend::allocator().empty_cache(); }
 
