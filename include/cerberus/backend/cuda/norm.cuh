@@ -218,28 +218,19 @@ __global__ void cross_entropy_forward_kernel(const T* x, const std::int64_t* tar
 // scale_and_total: [0] = scale, [1] = the reduced loss (double; `out` gets it in C).
 template <class C>
 __global__ void cross_entropy_reduce_kernel(const double* loss, const double* row_weight, Index rows, bool mean, double* scale_and_total, C* out) {
-  __shared__ double weight_lanes[block_size];
-  __shared__ double loss_lanes[block_size];
+  using Sum = ValueReducer<0, double>;
   double wt = 0.0, total = 0.0;
   for (Index r = threadIdx.x; r < rows; r += blockDim.x) {
     wt += row_weight[r];
     total += row_weight[r] * loss[r];
   }
-  weight_lanes[threadIdx.x] = wt;
-  loss_lanes[threadIdx.x] = total;
-  __syncthreads();
-  for (int half = block_size / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.x) < half) {
-      weight_lanes[threadIdx.x] += weight_lanes[threadIdx.x + half];
-      loss_lanes[threadIdx.x] += loss_lanes[threadIdx.x + half];
-    }
-    __syncthreads();
-  }
+  wt = block_reduce<Sum>(wt);  // fixed trees: the result depends on the data only
+  total = block_reduce<Sum>(total);
   if (threadIdx.x == 0) {
-    const double scale = mean ? (weight_lanes[0] != 0.0 ? 1.0 / weight_lanes[0] : 0.0) : 1.0;
+    const double scale = mean ? (wt != 0.0 ? 1.0 / wt : 0.0) : 1.0;
     scale_and_total[0] = scale;
-    scale_and_total[1] = loss_lanes[0] * scale;
-    *out = static_cast<C>(loss_lanes[0] * scale);
+    scale_and_total[1] = total * scale;
+    *out = static_cast<C>(total * scale);
   }
 }
 

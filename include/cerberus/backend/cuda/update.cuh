@@ -37,6 +37,7 @@
 #include "cerberus/backend/cuda/error.cuh"
 #include "cerberus/backend/cuda/launch.cuh"
 #include "cerberus/backend/cuda/multi_tensor_plan.hpp"
+#include "cerberus/backend/cuda/reduce.cuh"
 #include "cerberus/core/config.hpp"
 #include "cerberus/core/dtype.hpp"
 #include "cerberus/optim/kernels.hpp"
@@ -226,19 +227,13 @@ inline constexpr int squares_max_blocks = 1024;
 
 template <class T>
 __global__ void sum_of_squares_kernel(const T* x, Index n, double* partial) {
-  __shared__ double lanes[block_size];
   double s = 0;
   for (Index i = grid_first(); i < n; i += grid_step()) {
     const double v = static_cast<double>(x[i]);
     s += v * v;
   }
-  lanes[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = block_size / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = lanes[0];
+  s = block_reduce<ValueReducer<0, double>>(s);  // a fixed tree: the same sum on every device
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
 template <class T>
@@ -274,11 +269,10 @@ struct Table {
   const T* data[capacity];
 };
 
-// One double per block: the squares of its chunk, added by a fixed tree over the block's lanes.
+// One double per block: the squares of its chunk, added by a fixed tree over the block's threads.
 template <class T>
 __global__ void chunk_squares_kernel(const __grid_constant__ Table<T> table, double* partial) {
   static_assert(sizeof(Table<T>) <= kernel_parameter_bytes, "a multi-tensor squares table must fit in the kernel parameters");
-  __shared__ double lanes[block_size];
   const multi_tensor::Range r = multi_tensor::block_range(table.blocks, static_cast<Index>(blockIdx.x));
   const T* x = table.data[r.job];
   double s = 0;
@@ -286,27 +280,16 @@ __global__ void chunk_squares_kernel(const __grid_constant__ Table<T> table, dou
     const double v = static_cast<double>(x[i]);
     s += v * v;
   }
-  lanes[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = block_size / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = lanes[0];
+  s = block_reduce<ValueReducer<0, double>>(s);  // a fixed tree: the same sum on every device
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-// One block adds n partials: each lane a strided run in order, then the same fixed tree.
+// One block adds n partials: each thread a strided run in order, then the same fixed tree.
 __global__ inline void add_partials_kernel(const double* partial, Index n, double* total) {
-  __shared__ double lanes[block_size];
   double s = 0;
   for (Index i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
-  lanes[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = block_size / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.x) < half) lanes[threadIdx.x] += lanes[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) *total = lanes[0];
+  s = block_reduce<ValueReducer<0, double>>(s);  // a fixed tree: the same sum on every device
+  if (threadIdx.x == 0) *total = s;
 }
 
 }  // namespace squares_detail
