@@ -84,10 +84,10 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
       q = rotary_embedding(q, *rotary, 0);
       k = rotary_embedding(k, *rotary, 0);
     }
-    AttentionOptions options;
+    BasicAttentionOptions<D> options;  // masks stay on the model's device
     options.causal = causal;
-    options.key_padding = host_mask(key_padding);
-    options.segments = detail::host_ids(packing.segments);
+    options.key_padding = key_padding;
+    options.segments = packing.segments;
     return o_proj(attend(q, k.permute({0, 2, 1, 3}), v.permute({0, 2, 1, 3}), options));
   }
 
@@ -106,9 +106,9 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     check_cache(cache.k, x_new, past + t_new);
     KVCache<T, D>::copy_into(cache.k.slice(2, past, past + t_new), k.permute({0, 2, 1, 3}));
     KVCache<T, D>::copy_into(cache.v.slice(2, past, past + t_new), v.permute({0, 2, 1, 3}));
-    AttentionOptions options;
+    BasicAttentionOptions<D> options;  // masks stay on the model's device
     options.causal = true;  // the T_new queries are the last T_new of the past + T_new keys
-    options.key_padding = host_mask(key_padding);
+    options.key_padding = key_padding;
     return o_proj(attend(q, cache.k.slice(2, 0, past + t_new), cache.v.slice(2, 0, past + t_new), options));
   }
 
@@ -121,8 +121,8 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     const Tensor<T, D> q = split_heads(q_proj(x), heads_);
     const Tensor<T, D> k = split_heads(k_proj(memory), kv_heads_).permute({0, 2, 1, 3});
     const Tensor<T, D> v = split_heads(v_proj(memory), kv_heads_).permute({0, 2, 1, 3});
-    AttentionOptions options;
-    options.key_padding = host_mask(memory_padding);
+    BasicAttentionOptions<D> options;  // masks stay on the model's device
+    options.key_padding = memory_padding;
     return o_proj(attend(q, k, v, options));
   }
 
@@ -137,8 +137,8 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
       cache.cross_k = split_heads(k_proj(memory), kv_heads_).permute({0, 2, 1, 3});
       cache.cross_v = split_heads(v_proj(memory), kv_heads_).permute({0, 2, 1, 3});
     }
-    AttentionOptions options;
-    options.key_padding = host_mask(memory_padding);
+    BasicAttentionOptions<D> options;  // masks stay on the model's device
+    options.key_padding = memory_padding;
     return o_proj(attend(split_heads(q_proj(x_new), heads_), cache.cross_k, cache.cross_v, options));
   }
 
@@ -151,13 +151,6 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
   }
 
  private:
-  // The attention op takes its padding mask on the host (it turns it into a bias once per call);
-  // other devices copy theirs back, [B, Tk] bytes.
-  static Tensor<std::uint8_t, cpu> host_mask(const Mask& mask) {
-    if constexpr (std::is_same_v<D, cpu>) return mask;
-    else return mask.defined() ? mask.template to<cpu>() : Tensor<std::uint8_t, cpu>{};
-  }
-
   // [B, T, heads * D] -> [B, T, heads, D] (a view).
   // x [B, T, C] -> [B, T, H*D + 2*Hkv*D]: q, k, v side by side from one product.
   Tensor<T, D> project_qkv(const Tensor<T, D>& x) const {
@@ -179,7 +172,7 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
   }
 
   // q [B, T, H, D] (any strides, last axis contiguous), k / v [B, Hkv, S, D] -> [B, T, H*D].
-  Tensor<T, D> attend(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v, const AttentionOptions& options) const {
+  Tensor<T, D> attend(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v, const BasicAttentionOptions<D>& options) const {
     const Index b = q.size(0), t = q.size(1), groups = heads_ / kv_heads_;
     if (groups == 1) {
       const Tensor<T, D> out = scaled_dot_product_attention(q.permute({0, 2, 1, 3}), k, v, options);  // [B, H, T, D]

@@ -13,6 +13,9 @@
 //     attends a key only when both have the same segment id, so attention never crosses
 //     examples. Combines with causal and key_padding (a key must pass all three).
 //   options.scale: default 1 / sqrt(D).
+//   The masks live on the host (AttentionOptions, for operands on any device: a copy goes to the
+//   device) or on the operands' device (BasicAttentionOptions<cuda>: the bias is computed there,
+//   no synchronisation; nn's attention passes its cuda masks this way).
 // A query whose keys are all masked (padding, or causal with Tq > Tk) gets a zero output row
 // and zero gradients, never NaN.
 //
@@ -60,12 +63,17 @@
 
 namespace cerberus {
 
-struct AttentionOptions {
-  bool causal = false;                   // query i attends keys j <= i + (Tk - Tq)
-  Tensor<std::uint8_t> key_padding = {};  // [B, Tk], nonzero = padded (excluded); undefined = none
-  Tensor<std::int64_t> segments = {};     // [B, Tk], packed-example id per key; undefined = one example per row
-  std::optional<double> scale = {};       // default 1 / sqrt(D)
+// M is where the masks live: the host (AttentionOptions, accepted for q, k, v on any device), or
+// the device of q, k and v (BasicAttentionOptions<cuda> for cuda operands: a cuda model keeps its
+// batch's masks there, and the op reads them without a round trip through the host).
+template <Device M = cpu>
+struct BasicAttentionOptions {
+  bool causal = false;                      // query i attends keys j <= i + (Tk - Tq)
+  Tensor<std::uint8_t, M> key_padding = {};  // [B, Tk], nonzero = padded (excluded); undefined = none
+  Tensor<std::int64_t, M> segments = {};     // [B, Tk], packed-example id per key; undefined = one example per row
+  std::optional<double> scale = {};          // default 1 / sqrt(D)
 };
+using AttentionOptions = BasicAttentionOptions<cpu>;
 
 namespace cpu_backend {
 inline namespace CERBERUS_SIMD_ABI {
@@ -319,9 +327,12 @@ inline std::string attention_shapes(const Shape& q, const Shape& k, const Shape&
 
 // softmax(scale * q k^T + mask) v per batch and head; see the top of this file. Differentiable
 // in q, k and v.
-template <FloatElement T, Device D>
-Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v, const AttentionOptions& options = {}) {
+template <FloatElement T, Device D, Device M = cpu>
+  requires(std::is_same_v<M, cpu> || std::is_same_v<M, D>)
+Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v,
+                                          const BasicAttentionOptions<M>& options = {}) {
   using C = compute_t<T>;
+  constexpr bool host_masks = std::is_same_v<M, cpu>;  // also true for cpu operands
   if (!q.defined() || !k.defined() || !v.defined())
     throw ValueError("[scaled_dot_product_attention] q, k and v must be defined tensors");
   const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
@@ -335,8 +346,9 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     throw ShapeError("[scaled_dot_product_attention] key_padding must be [B, Tk] = [" + std::to_string(g.batch) + ", " +
                      std::to_string(g.tk) + "], got " + options.key_padding.shape().to_string() + " for " +
                      detail::attention_shapes(qs, ks, vs));
-  // Segment ids, host and contiguous; other devices get a copy in their own memory below.
-  Tensor<std::int64_t> segments;
+  // Segment ids, contiguous, where the masks are; host ids for another device are copied into its
+  // memory below.
+  Tensor<std::int64_t, M> segments;
   if (options.segments.defined()) {
     if (!(options.segments.shape() == Shape{g.batch, g.tk}))
       throw ShapeError("[scaled_dot_product_attention] segments must be int64 [B, Tk] = [" + std::to_string(g.batch) + ", " +
@@ -351,25 +363,35 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
 
   // Padding as an additive bias on the scores: 0 for a real key, -inf for a padded one.
   std::vector<C> bias;
-  if (options.key_padding.defined()) {
-    const auto mask = options.key_padding.contiguous();
-    bias.resize(static_cast<std::size_t>(g.batch * g.tk));
-    for (Index i = 0; i < g.batch * g.tk; ++i)
-      bias[static_cast<std::size_t>(i)] = mask.data()[i] ? -std::numeric_limits<C>::infinity() : C(0);
+  if constexpr (host_masks) {
+    if (options.key_padding.defined()) {
+      const auto mask = options.key_padding.contiguous();
+      bias.resize(static_cast<std::size_t>(g.batch * g.tk));
+      for (Index i = 0; i < g.batch * g.tk; ++i)
+        bias[static_cast<std::size_t>(i)] = mask.data()[i] ? -std::numeric_limits<C>::infinity() : C(0);
+    }
   }
 
-  // Other devices read the bias from their own memory ([B, Tk] of the compute type).
+  // Other devices read the bias from their own memory ([B, Tk] of the compute type): copied from
+  // the host's, or computed there from a device mask (no synchronisation).
   Tensor<C, D> bias_device;
   Tensor<std::int64_t, D> segments_device;
   if constexpr (!std::is_same_v<D, cpu>) {
-    if (!bias.empty()) {
-      bias_device = Tensor<C, D>::empty(Shape{g.batch, g.tk});
-      Backend<D>::copy_from_host(bias_device.data(), bias.data(), bias.size() * sizeof(C));
-    }
-    if (segments.defined()) {
-      segments_device = Tensor<std::int64_t, D>::empty(Shape{g.batch, g.tk});
-      Backend<D>::copy_from_host(segments_device.data(), segments.data(), static_cast<std::size_t>(segments.numel()) * sizeof(std::int64_t));
-      g.segments = segments_device.data();
+    if constexpr (host_masks) {
+      if (!bias.empty()) {
+        bias_device = Tensor<C, D>::empty(Shape{g.batch, g.tk});
+        Backend<D>::copy_from_host(bias_device.data(), bias.data(), bias.size() * sizeof(C));
+      }
+      if (segments.defined()) {
+        segments_device = Tensor<std::int64_t, D>::empty(Shape{g.batch, g.tk});
+        Backend<D>::copy_from_host(segments_device.data(), segments.data(), static_cast<std::size_t>(segments.numel()) * sizeof(std::int64_t));
+        g.segments = segments_device.data();
+      }
+    } else {
+      NoGradGuard masks_are_not_recorded;
+      if (options.key_padding.defined())
+        bias_device = where(options.key_padding.contiguous().template to<C>(), -std::numeric_limits<C>::infinity(), C(0));
+      segments_device = segments;  // already contiguous on the device
     }
   }
   const Tensor<C, D> qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);

@@ -58,6 +58,19 @@ void check_case(Generator& gen, const char* type, Index b, Index h, Index tq, In
   expect_close(std::string("attention dq ") + where, q.d.grad(), q.h.grad(), tol);
   expect_close(std::string("attention dk ") + where, k.d.grad(), k.h.grad(), tol);
   expect_close(std::string("attention dv ") + where, v.d.grad(), v.h.grad(), tol);
+  if (padding || segments) {  // the same masks kept on the device (what a cuda model passes): the same results
+    BasicAttentionOptions<cuda> on_device;
+    on_device.causal = causal;
+    if (options.key_padding.defined()) on_device.key_padding = options.key_padding.to<cuda>();
+    if (options.segments.defined()) on_device.segments = options.segments.to<cuda>();
+    auto q2 = check::leaf_pair(q.h.detach()), k2 = check::leaf_pair(k.h.detach()), v2 = check::leaf_pair(v.h.detach());
+    const auto od2 = scaled_dot_product_attention(view(q2.d), view(k2.d), view(v2.d), on_device);
+    expect_close(std::string("attention, device masks, ") + where, od2, oh, tol);
+    sum(od2 * up.template to<cuda>()).backward();
+    expect_close(std::string("attention dq, device masks, ") + where, q2.d.grad(), q.h.grad(), tol);
+    expect_close(std::string("attention dk, device masks, ") + where, k2.d.grad(), k.h.grad(), tol);
+    expect_close(std::string("attention dv, device masks, ") + where, v2.d.grad(), v.h.grad(), tol);
+  }
 }
 
 }  // namespace
