@@ -48,7 +48,7 @@ template <Element T = float, Device D = cpu>
 class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
  public:
   using Mask = Tensor<std::uint8_t, D>;
-  using Rotary = RotaryTable<compute_t<T>>;
+  using Rotary = RotaryTable<compute_t<T>, D>;
 
   Linear<T, D> q_proj, k_proj, v_proj, o_proj;
 
@@ -77,9 +77,8 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
     const auto parts = split(project_qkv(x), std::vector<Index>{heads_ * head_dim_, kv_heads_ * head_dim_, kv_heads_ * head_dim_}, -1);
     Tensor<T, D> q = split_heads(parts[0], heads_), k = split_heads(parts[1], kv_heads_), v = split_heads(parts[2], kv_heads_);
     if (rotary && packing.positions.defined()) {  // positions restart in every packed example
-      const Tensor<std::int64_t> positions = detail::host_ids(packing.positions);
-      q = rotary_embedding(q, *rotary, positions);
-      k = rotary_embedding(k, *rotary, positions);
+      q = rotary_embedding(q, *rotary, packing.positions);
+      k = rotary_embedding(k, *rotary, packing.positions);
     } else if (rotary) {
       q = rotary_embedding(q, *rotary, 0);
       k = rotary_embedding(k, *rotary, 0);

@@ -32,7 +32,7 @@ template <Element T = float, Device D = cpu>
 class EncoderBlock : public Module<EncoderBlock<T, D>, T, D> {
  public:
   using Mask = Tensor<std::uint8_t, D>;
-  using Rotary = RotaryTable<compute_t<T>>;
+  using Rotary = RotaryTable<compute_t<T>, D>;
 
   Norm<T, D> attn_norm;
   MultiHeadAttention<T, D> attn;
@@ -68,7 +68,7 @@ template <Element T = float, Device D = cpu>
 class DecoderBlock : public Module<DecoderBlock<T, D>, T, D> {
  public:
   using Mask = Tensor<std::uint8_t, D>;
-  using Rotary = RotaryTable<compute_t<T>>;
+  using Rotary = RotaryTable<compute_t<T>, D>;
 
   Norm<T, D> attn_norm;
   MultiHeadAttention<T, D> attn;

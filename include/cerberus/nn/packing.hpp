@@ -44,12 +44,5 @@ void check_packing(const char* op, const Shape& ids, const Packing<D>& packing) 
   check(packing.positions, "positions");
 }
 
-// The attention op and the RoPE op read ids on the host; other devices copy theirs back ([B, T]).
-template <Device D>
-Tensor<std::int64_t, cpu> host_ids(const Tensor<std::int64_t, D>& t) {
-  if constexpr (std::is_same_v<D, cpu>) return t;
-  else return t.defined() ? t.template to<cpu>() : Tensor<std::int64_t, cpu>{};
-}
-
 }  // namespace detail
 }  // namespace cerberus::nn

@@ -49,14 +49,14 @@ class PositionalEncoding : public Module<PositionalEncoding<T, D>, T, D> {
     switch (kind_) {
       case PositionKind::learned: weight = detail::make_parameter(normal<T, D>(Shape{c.max_seq_len, c.d_model}, 0.0, 0.02, gen)); break;
       case PositionKind::sinusoidal: table_ = sinusoidal_table<T, D>(c.max_seq_len, c.d_model); break;
-      case PositionKind::rope: rotary_ = rotary_table<compute_t<T>>(c.max_seq_len, c.head_dim(), c.rope_theta); break;
+      case PositionKind::rope: rotary_ = rotary_table<compute_t<T>, D>(c.max_seq_len, c.head_dim(), c.rope_theta); break;
     }
   }
 
   PositionKind kind() const { return kind_; }
   Index max_len() const { return max_len_; }
   // The rotary tables when kind() == rope, else null.
-  const RotaryTable<compute_t<T>>* rotary() const { return kind_ == PositionKind::rope ? &rotary_ : nullptr; }
+  const RotaryTable<compute_t<T>, D>* rotary() const { return kind_ == PositionKind::rope ? &rotary_ : nullptr; }
 
   // x [B, T, C] plus the position rows offset .. offset + T - 1 (x itself for rope).
   Tensor<T, D> add(const Tensor<T, D>& x, Index offset = 0) const {
@@ -88,7 +88,7 @@ class PositionalEncoding : public Module<PositionalEncoding<T, D>, T, D> {
   PositionKind kind_ = PositionKind::learned;
   Index max_len_ = 0;
   Tensor<T, D> table_;                 // sinusoidal
-  RotaryTable<compute_t<T>> rotary_;   // rope
+  RotaryTable<compute_t<T>, D> rotary_;   // rope
 };
 
 }  // namespace cerberus::nn

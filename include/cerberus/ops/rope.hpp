@@ -1,7 +1,7 @@
 // Rotary position embedding (RoPE, Su et al. 2021), forward and backward side by side.
 //
 // Shapes (legend: B = batch, T = time, H = heads, D = head size (even), P = table length):
-//   rotary_table<C>(P, D, theta)                     -> RotaryTable {cos [P, D/2], sin [P, D/2]}
+//   rotary_table<C, Dev>(P, D, theta)                -> RotaryTable {cos [P, D/2], sin [P, D/2]} on Dev
 //   rotary_embedding(x [B, T, H, D], table, offset)  -> [B, T, H, D] (contiguous)
 //   rotary_embedding(x [B, T, H, D], table, positions int64 [B, T]) -> [B, T, H, D]
 //     the same with a position per token (sequence packing: positions restart at 0 in each
@@ -38,17 +38,19 @@
 
 namespace cerberus {
 
-// cos and sin of every (position, frequency) pair, [P, D/2] each, contiguous.
-template <FloatElement C>
+// cos and sin of every (position, frequency) pair, [P, D/2] each, contiguous, on device D (a
+// cuda model keeps its table there: no per-call copy).
+template <FloatElement C, Device D = cpu>
 struct RotaryTable {
-  Tensor<C> cos, sin;
+  Tensor<C, D> cos, sin;
   Index positions() const { return cos.defined() ? cos.size(0) : 0; }
   Index half_dim() const { return cos.defined() ? cos.size(1) : 0; }
 };
 
-// The table for positions 0..P-1 and head size D (even); angles are computed in double.
-template <FloatElement C>
-RotaryTable<C> rotary_table(Index positions, Index head_dim, double theta = 10000.0) {
+// The table for positions 0..P-1 and head size D (even); angles are computed in double, on the
+// host, and the table is then moved to device Dev.
+template <FloatElement C, Device Dev = cpu>
+RotaryTable<C, Dev> rotary_table(Index positions, Index head_dim, double theta = 10000.0) {
   if (head_dim <= 0 || head_dim % 2 != 0)
     throw ValueError("[rotary_table] head_dim must be even and positive, got " + std::to_string(head_dim));
   if (positions < 0) throw ValueError("[rotary_table] positions must be >= 0, got " + std::to_string(positions));
@@ -64,7 +66,8 @@ RotaryTable<C> rotary_table(Index positions, Index head_dim, double theta = 1000
       table.cos.data()[p * half + i] = static_cast<C>(std::cos(a));
       table.sin.data()[p * half + i] = static_cast<C>(std::sin(a));
     }
-  return table;
+  if constexpr (std::is_same_v<Dev, cpu>) return table;
+  else return RotaryTable<C, Dev>{table.cos.template to<Dev>(), table.sin.template to<Dev>()};
 }
 
 namespace cpu_backend {
@@ -181,12 +184,23 @@ Tensor<T> rotary_embedding(const Tensor<T>& x, const RotaryTable<compute_t<T>>& 
 }
 
 // Other devices: the same rotation written with the public ops (slices, broadcast products,
-// concat), so it runs with the device's expression kernels and differentiates through them.
-// The table rows offset .. offset + T - 1 are copied to the device per call ([T, D/2] twice).
-// For bf16 the products run in bf16 (the CPU rounds once from float).
+// concat, index_select), so it runs with the device's expression kernels and differentiates
+// through them, reading the device's own table (rows offset .. offset + T - 1 as a slice, or
+// per-token rows gathered by index_select on the device). For bf16 the products run in bf16
+// (the CPU rounds once from float).
+namespace detail {
+template <FloatElement T, Device D>
+Tensor<T, D> rotate_halves(const Tensor<T, D>& x, const Tensor<T, D>& cos, const Tensor<T, D>& sin) {
+  const Index d = x.size(3), half = d / 2;
+  const Tensor<T, D> a = x.slice(3, 0, half), b = x.slice(3, half, d);
+  const Tensor<T, D> ya = a * cos - b * sin, yb = b * cos + a * sin;
+  return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
+}
+}  // namespace detail
+
 template <FloatElement T, Device D>
   requires(!std::is_same_v<D, cpu>)
-Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>>& table, Index offset = 0) {
+Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>, D>& table, Index offset = 0) {
   if (!x.defined()) throw ValueError("[rotary_embedding] x is an undefined tensor");
   if (x.rank() != 4)
     throw ShapeError("[rotary_embedding] x must be [B, T, H, D], got " + x.shape().to_string() + " (table [" +
@@ -199,33 +213,32 @@ Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t
     throw ValueError("[rotary_embedding] positions " + std::to_string(offset) + ".." + std::to_string(offset + t - 1) + " of x " +
                      x.shape().to_string() + " exceed the table's " + std::to_string(table.positions()) + " positions");
   auto rows = [&](const auto& tab) {
-    Tensor<T, D> r = tab.slice(0, offset, offset + t).contiguous().template to<T>().template to<D>();
+    const Tensor<T, D> r = tab.slice(0, offset, offset + t).contiguous().template to<T>();
     return r.view(Shape{1, t, 1, half});
   };
-  const Tensor<T, D> cos = rows(table.cos), sin = rows(table.sin);
-  const Tensor<T, D> a = x.slice(3, 0, half), b = x.slice(3, half, d);
-  const Tensor<T, D> ya = a * cos - b * sin, yb = b * cos + a * sin;
-  return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
+  return detail::rotate_halves(x, rows(table.cos), rows(table.sin));
 }
 
-// Other devices, per-token positions (on the host, int64 [B, T]): the table rows of every token
-// are gathered on the host ([B, T, D/2] twice) and copied to the device per call.
+// Other devices, per-token positions int64 [B, T] on the device. Shapes are checked here; the
+// range of the positions by index_select's own check on the device (its error names the bad
+// position and the table length).
 template <FloatElement T, Device D>
   requires(!std::is_same_v<D, cpu>)
-Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>>& table, const Tensor<std::int64_t>& positions) {
-  using C = compute_t<T>;
-  const Tensor<std::int64_t> pos = positions.defined() ? positions.contiguous() : positions;
-  detail::check_rotary_positions(x, table, pos);
+Tensor<T, D> rotary_embedding(const Tensor<T, D>& x, const RotaryTable<compute_t<T>, D>& table, const Tensor<std::int64_t, D>& positions) {
+  if (!x.defined() || !positions.defined()) throw ValueError("[rotary_embedding] x and positions must be defined tensors");
+  if (x.rank() != 4 || positions.rank() != 2 || positions.size(0) != x.size(0) || positions.size(1) != x.size(1))
+    throw ShapeError("[rotary_embedding] x must be [B, T, H, D] and positions [B, T], got x " + x.shape().to_string() + ", positions " +
+                     positions.shape().to_string());
   const Index b = x.size(0), t = x.size(1), d = x.size(3), half = table.half_dim();
-  auto rows = [&](const Tensor<C>& tab) {
-    auto r = Tensor<C>::empty(Shape{b, t, 1, half});
-    for (Index i = 0; i < b * t; ++i) std::copy_n(tab.data() + pos.data()[i] * half, half, r.data() + i * half);
-    return Tensor<T, D>(r.template to<T>().template to<D>());
+  if (d != 2 * half)
+    throw ShapeError("[rotary_embedding] x " + x.shape().to_string() + " has head size " + std::to_string(d) + ", but the table [" +
+                     std::to_string(table.positions()) + ", " + std::to_string(half) + "] is for head size " + std::to_string(2 * half));
+  const Tensor<std::int64_t, D> flat = positions.contiguous().view(Shape{b * t});
+  auto rows = [&](const auto& tab) {
+    const Tensor<T, D> r = index_select(tab, 0, flat).template to<T>();  // [B*T, D/2]
+    return r.view(Shape{b, t, 1, half});
   };
-  const Tensor<T, D> cos = rows(table.cos), sin = rows(table.sin);
-  const Tensor<T, D> a = x.slice(3, 0, half), bb = x.slice(3, half, d);
-  const Tensor<T, D> ya = a * cos - bb * sin, yb = bb * cos + a * sin;
-  return concat(std::vector<Tensor<T, D>>{ya, yb}, 3);
+  return detail::rotate_halves(x, rows(table.cos), rows(table.sin));
 }
 
 }  // namespace cerberus

@@ -1,4 +1,4 @@
-// layer_norm, rms_norm, cross_entropy, embedding, index_select, gather, concat, split and
+// layer_norm, rms_norm, cross_entropy, rotary_embedding, embedding, index_select, gather, concat, split and
 // dropout on cuda against the CPU: forward and backward, float and bf16 (dropout: bitwise).
 #include "check.cuh"
 
@@ -158,6 +158,39 @@ void check_dropout(Generator&, const char* type) {
   check::expect_bitwise(std::string(type) + " dropout of a transposed view", td, th);
 }
 
+// RoPE with the table on the device: positions as an offset (a slice of the table) and per
+// token (packed rows: rows gathered by index_select on the device), forward and gradient against
+// the CPU with its host table; a position past the table is refused.
+template <class T>
+void check_rotary(Generator& gen, const char* type) {
+  const auto host_table = rotary_table<compute_t<T>>(40, 16);
+  const auto device_table = rotary_table<compute_t<T>, cuda>(40, 16);
+  auto positions = Tensor<std::int64_t, cpu>::empty({2, 11});
+  for (Index i = 0; i < 22; ++i) positions.data()[i] = (i * 7) % 13 + (i / 11) * 20;  // restarts, repeats, up to 32
+  // bf16: the device rounds each product and the difference to bf16, the CPU once from float.
+  const double tol = std::is_same_v<T, bfloat16> ? 3e-2 : check::tolerance<T>();
+  for (const bool per_token : {false, true}) {
+    auto x = check::leaf_pair(random<T>({2, 11, 3, 16}, gen, -1, 1));
+    const auto yh = per_token ? rotary_embedding(x.h, host_table, positions) : rotary_embedding(x.h, host_table, Index{5});
+    const auto yd = per_token ? rotary_embedding(x.d, device_table, positions.to<cuda>()) : rotary_embedding(x.d, device_table, Index{5});
+    const std::string where = std::string(type) + (per_token ? " rotary_embedding, positions per token" : " rotary_embedding, offset 5");
+    expect_close(where, yd, yh, tol);
+    const auto up = random<T>(yh.shape(), gen);
+    sum(yh * up).backward();
+    sum(yd * up.template to<cuda>()).backward();
+    expect_close(where + " dx", x.d.grad(), x.h.grad(), tol);
+  }
+  auto bad = positions.clone();
+  bad.data()[3] = 40;
+  try {
+    (void)rotary_embedding(random<T>({2, 11, 3, 16}, gen).template to<cuda>(), device_table, bad.to<cuda>());
+    check::report(false, std::string(type) + " rotary_embedding refuses a position past the table", "no exception");
+  } catch (const IndexError& e) {
+    check::report(std::string(e.what()).find("40") != std::string::npos, std::string(type) + " rotary_embedding refuses a position past the table",
+                  e.what());
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -171,5 +204,7 @@ int main() {
     check_indexing<bfloat16>(gen, "bf16");
     check_dropout<float>(gen, "float");
     check_dropout<bfloat16>(gen, "bf16");
+    check_rotary<float>(gen, "float");
+    check_rotary<bfloat16>(gen, "bf16");
   });
 }
