@@ -9,7 +9,9 @@
 //   dW   dW = g^T x   O x I x N               A = g transposed, B = x as stored
 // Per layer: fused q/k/v (O = 3d, nn/attention.hpp), attention output (d -> d), MLP up (d -> 4d)
 // and down (4d -> d); once per step the LM head tied to the embedding (O = V, I = d, no bias).
-// Forward products with a bias accumulate onto it (beta = 1), as linear() does.
+// Forward products with a bias: cerberus adds it in the GEMM's store (its epilogue, as linear()
+// does), OpenBLAS accumulates onto C filled with it (beta = 1, as torch's addmm does; the fill
+// itself is not timed).
 //   tiny:  d 256, d_ff 1024, V 8000,  4 layers      small: d 512, d_ff 2048, V 16000, 6 layers
 // The attention's own tile products (T x T x head) are not here: they are in ops/attention.hpp.
 //
@@ -65,7 +67,7 @@ struct Product {
   std::string name;
   Kind kind;
   Index rows, in, out;  // N, I, O of the linear layer
-  bool bias;            // forward accumulates onto a broadcast bias (beta = 1)
+  bool bias;            // forward adds a bias (ours: epilogue; OpenBLAS: beta = 1 onto it)
   int per_step;         // how many times a step runs it
   // GEMM view: C [m, n] = op(A) [m, k] op(B) [k, n]
   Index m() const { return kind == Kind::fwd ? rows : kind == Kind::dx ? rows : out; }
@@ -184,14 +186,19 @@ int main(int argc, char** argv) {
         const std::size_t a_size = static_cast<std::size_t>(m * k), b_size = static_cast<std::size_t>(k * n),
                           c_size = static_cast<std::size_t>(m * n);
         std::vector<float> a(a_size), b(b_size), c(c_size), c_peer(c_size), c0(c_size);
-        for (auto* v : {&a, &b, &c0})
+        std::vector<float> bias(static_cast<std::size_t>(n));
+        for (auto* v : {&a, &b, &c0, &bias})
           for (float& x : *v) x = static_cast<float>(gen.uniform() * 2.0 - 1.0);
+        if (p.bias)  // the peer's C starts as the bias broadcast over the rows
+          for (std::size_t i = 0; i < c_size; ++i) c0[i] = bias[i % static_cast<std::size_t>(n)];
         const float beta = p.bias ? 1.0f : 0.0f;
-        // With beta = 1 every call accumulates onto C: harmless for timing, and the check below
-        // starts both from the same C.
+        // With beta = 1 every peer call accumulates onto C: harmless for timing, and the check
+        // below starts both from the same C.
         const auto ours = [&] {
-          cpu_backend::gemm<float>(p.trans_a() ? Transpose::yes : Transpose::no, p.trans_b() ? Transpose::yes : Transpose::no, m, n, k,
-                                   1.0f, a.data(), p.lda(), b.data(), p.ldb(), beta, c.data(), n);
+          const Index a_rs = p.trans_a() ? 1 : p.lda(), a_cs = p.trans_a() ? p.lda() : 1;
+          const Index b_rs = p.trans_b() ? 1 : p.ldb(), b_cs = p.trans_b() ? p.ldb() : 1;
+          cpu_backend::gemm<float>(m, n, k, 1.0f, a.data(), a_rs, a_cs, b.data(), b_rs, b_cs, 0.0f, c.data(), n, 1,
+                                   cpu_backend::GemmEpilogue<float>{p.bias ? bias.data() : nullptr});
         };
 #if CERBERUS_BENCH_OPENBLAS
         const auto peer = [&] {

@@ -41,13 +41,18 @@ class MLP : public Module<MLP<T, D>, T, D> {
   MlpKind kind() const { return kind_; }
 
   Tensor<T, D> forward(const Tensor<T, D>& x) const {
+    if (kind_ == MlpKind::gelu && approximation_ == GeluApproximation::tanh &&
+        !autograd::any_requires_grad(x, up_proj.weight, up_proj.bias)) {
+      // Inference, tanh GELU: applied by the up projection's GEMM as it stores (on the CPU; see
+      // linear_gelu_tanh), one [N, F] pass fewer.
+      return down_proj(linear_gelu_tanh(x, up_proj.weight, up_proj.bias));
+    }
     Tensor<T, D> up = up_proj(x);
     Tensor<T, D> hidden;
     if (kind_ != MlpKind::swiglu && !autograd::any_requires_grad(up)) {
-      // Nothing to record (inference): the activation overwrites the projection in place, so
-      // the [N, F] temporary is not allocated twice (peak memory of a forward pass).
-      if (approximation_ == GeluApproximation::tanh) up.assign(gelu_tanh(up));
-      else up.assign(gelu_erf(up));
+      // Nothing to record (inference, exact GELU): the activation overwrites the projection in
+      // place, so the [N, F] temporary is not allocated twice (peak memory of a forward pass).
+      up.assign(gelu_erf(up));
       return down_proj(up);
     }
     if (kind_ == MlpKind::swiglu) hidden = silu((*gate_proj)(x)) * up;

@@ -3,7 +3,8 @@
 // Shapes: A is M x K, B is K x N, C is M x N. Element (i, j) of a matrix X is at
 // x[i * x_rs + j * x_cs] (strides in elements), so a transposed operand is the same memory with
 // its two strides swapped, and a broadcast operand may have stride 0. C must not overlap A or B.
-// With beta == 0, C is only written (NaNs in it do not leak), as in BLAS.
+// With beta == 0, C is only written (NaNs in it do not leak), as in BLAS. An optional epilogue
+// (GemmEpilogue: a bias per column, a tanh GELU) is applied as each tile is stored.
 //
 // Design (GotoBLAS / BLIS). Operands are packed into panels, converted to the compute type on
 // the way (bfloat16 -> float): A into MR-row panels (per k, MR values side by side) and B into
@@ -48,6 +49,7 @@
 #include "cerberus/core/bfloat16.hpp"
 #include "cerberus/core/config.hpp"
 #include "cerberus/core/dtype.hpp"
+#include "cerberus/core/math.hpp"
 #include "cerberus/core/simd.hpp"
 
 namespace cerberus::cpu_backend {
@@ -55,6 +57,19 @@ inline namespace CERBERUS_SIMD_ABI {
 
 // Whether an operand of the BLAS-style entry point is used as stored or transposed.
 enum class Transpose : bool { no = false, yes = true };
+
+// What a product does to each result before storing it (the epilogue):
+//   C = act(alpha * A B + beta * C + bias),   bias [N] broadcast over the rows (unit stride).
+// linear() adds its bias here instead of filling C with it and accumulating with beta = 1 (a
+// fill pass and a read of C per product: 2-4% of a cold forward product), and an inference MLP
+// applies its GELU here instead of a pass over the [N, 4C] hidden activations.
+enum class GemmActivation : int { none, gelu_tanh };
+template <class T>
+struct GemmEpilogue {
+  const T* bias = nullptr;  // N values, or nullptr
+  GemmActivation activation = GemmActivation::none;
+  bool empty() const { return bias == nullptr && activation == GemmActivation::none; }
+};
 
 // Register and cache blocking for compute type C at the SIMD width this TU is compiled for.
 // MR x NV accumulator vectors plus NV vectors of B and one broadcast must fit in the register
@@ -308,6 +323,54 @@ void pack_panels(C* dst, Index panel_stride, const T* src, Index rs, Index ds, I
   else pack_strided<R>(dst, panel_stride, src, rs, ds, rows, q0, q1, depth);
 }
 
+// ---- epilogue ---------------------------------------------------------------------------------
+// GELU, tanh form, written as fn::GeluTanh (expr/functors.hpp) writes it, so that the fused
+// epilogue and the elementwise pass agree.
+// (xsimd::tanh named directly for batches: nvcc's device pass, which also parses this host
+// code, does not see math.hpp's batch overloads.)
+template <class V>
+CERBERUS_ALWAYS_INLINE V gelu_tanh(const V& x) {
+  const V inner = V(0.7978845608028654) * (x + V(0.044715) * x * x * x);
+  if constexpr (std::is_floating_point_v<V>) return V(0.5) * x * (V(1) + math::tanh(inner));
+  else return V(0.5) * x * (V(1) + xsimd::tanh(inner));
+}
+
+// The full-tile store of a micro-kernel with an epilogue (out of line: the plain store stays
+// as short as it was).
+template <class C, int MR, int NV, class Batch>
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+void store_epilogue(const Batch (&acc)[MR][NV], Batch va, Batch vb, C beta, C* c, Index c_rs, const C* bias, bool gelu) {
+  constexpr int W = static_cast<int>(Batch::size);
+  Batch bv[NV];
+  for (int v = 0; v < NV; ++v) bv[v] = bias ? Batch::load_unaligned(bias + v * W) : Batch(C(0));
+  for (int i = 0; i < MR; ++i) {
+    C* ci = c + i * c_rs;
+    for (int v = 0; v < NV; ++v) {
+      Batch r = acc[i][v] * va;
+      if (beta != C(0)) r = xsimd::fma(Batch::load_unaligned(ci + v * W), vb, r);
+      r += bv[v];
+      if (gelu) r = gelu_tanh(r);
+      r.store_unaligned(ci + v * W);
+    }
+  }
+}
+
+// The epilogue as a pass over C, for the paths whose kernels have none (matrix-vector, tiny and
+// column-major products): C[i, j] = act(C[i, j] + bias[j]).
+template <class C, class T>
+void apply_epilogue(Index m, Index n, T* c, Index c_rs, Index c_cs, const GemmEpilogue<C>& ep) {
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      T& out = c[i * c_rs + j * c_cs];
+      C r = to_compute<C>(out);
+      if (ep.bias) r += ep.bias[j];
+      if (ep.activation == GemmActivation::gelu_tanh) r = gelu_tanh(r);
+      out = static_cast<T>(r);
+    }
+}
+
 // ---- micro-kernel -----------------------------------------------------------------------------
 // C[0:rows, 0:cols] = alpha * sum_p a[p*MR + i] * b[p*BS + j] + beta * C (C not read if beta == 0).
 // NV vectors of the B panel are used (BS = the panel's width): NV = 1 serves thin right edges.
@@ -316,7 +379,7 @@ template <class C, int MR, int NV, int BS>
 __attribute__((noinline))  // a separate function keeps all accumulators in registers
 #endif
 void micro_kernel(Index depth, const C* __restrict a, const C* __restrict b, C alpha, C beta, C* c, Index c_rs, Index c_cs,
-                  Index rows, Index cols) {
+                  Index rows, Index cols, const C* bias = nullptr, bool gelu = false) {
   using Batch = xsimd::batch<C>;
   constexpr int W = static_cast<int>(Batch::size);
   Batch acc[MR][NV];
@@ -352,6 +415,7 @@ CERBERUS_UNROLL(4)
 
   const Batch va(alpha), vb(beta);
   if (direct) {
+    if (bias || gelu) return store_epilogue<C, MR, NV>(acc, va, vb, beta, c, c_rs, bias, gelu);
 CERBERUS_UNROLL(32)
     for (int i = 0; i < MR; ++i) {
       C* ci = c + i * c_rs;
@@ -372,8 +436,10 @@ CERBERUS_UNROLL(4)
   for (Index i = 0; i < rows; ++i) {
     for (Index j = 0; j < cols; ++j) {
       C& out = c[i * c_rs + j * c_cs];
-      const C r = alpha * tile[i * NV * W + j];
-      out = beta == C(0) ? r : r + beta * out;
+      C r = alpha * tile[i * NV * W + j];
+      if (beta != C(0)) r += beta * out;
+      if (bias) r += bias[j];
+      out = gelu ? gelu_tanh(r) : r;
     }
   }
 }
@@ -467,7 +533,7 @@ inline TilePlan plan_tiles(Index mp, Index np, Index tn_max, int threads, Index 
 
 template <class C, class TA, class TB>
 void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, Index a_cs, const TB* b, Index b_rs, Index b_cs,
-                 C beta, C* c, Index c_rs, Index c_cs) {
+                 C beta, C* c, Index c_rs, Index c_cs, const GemmEpilogue<C>& ep = {}) {
   using Blk = GemmBlocking<C>;
   constexpr int MR = Blk::mr, NR = Blk::nr, NV = Blk::nv, W = Blk::width;
   const Index KC = Blk::slice_depth(k);
@@ -533,6 +599,9 @@ void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, In
           for (Index slice = 0; slice < slices; ++slice) {
             const Index p0 = slice * KC, depth = std::min(KC, kcc - p0);
             const C beta_k = p0 == 0 ? beta_chunk : C(1);
+            // The epilogue: the bias joins the first K slice's store, the activation the last's.
+            const C* const bias_k = pc == 0 && p0 == 0 ? ep.bias : nullptr;
+            const bool gelu_k = ep.activation == GemmActivation::gelu_tanh && pc + p0 + depth == k;
             C* const pa_slice = private_a ? nullptr : pa + p0 * MR * mp;
             C* const pb_slice = pb + p0 * NR * np;
             const TA* const a_slice = a + ic * a_rs + (pc + p0) * a_cs;
@@ -560,10 +629,11 @@ void gemm_packed(Index m, Index n, Index k, C alpha, const TA* a, Index a_rs, In
               for (Index s = s0; s < s1; ++s) {
                 const C* bp = pb_slice + s * NR * depth;
                 const Index col = s * NR, cols = std::min<Index>(NR, nc - col);
+                const C* const bias_s = bias_k ? bias_k + jc + col : nullptr;
                 if (NV > 1 && cols <= W)
-                  micro_kernel<C, MR, 1, NR>(depth, ap, bp, alpha, beta_k, crow + col * c_cs, c_rs, c_cs, rows, cols);
+                  micro_kernel<C, MR, 1, NR>(depth, ap, bp, alpha, beta_k, crow + col * c_cs, c_rs, c_cs, rows, cols, bias_s, gelu_k);
                 else
-                  micro_kernel<C, MR, NV, NR>(depth, ap, bp, alpha, beta_k, crow + col * c_cs, c_rs, c_cs, rows, cols);
+                  micro_kernel<C, MR, NV, NR>(depth, ap, bp, alpha, beta_k, crow + col * c_cs, c_rs, c_cs, rows, cols, bias_s, gelu_k);
               }
             }
           }
@@ -676,40 +746,57 @@ inline constexpr Index small_product = 8 * 8 * 8;
 
 }  // namespace gemm_detail
 
-// C = alpha * A * B + beta * C on strided matrices (see the legend at the top of this file).
-// T is float, double or bfloat16; bfloat16 operands are widened to float, the sums are kept in
-// float and each element of C is rounded once.
+// C = act(alpha * A * B + beta * C + bias) on strided matrices (see the legend at the top of
+// this file; the epilogue, bias and act, is optional). T is float, double or bfloat16; bfloat16
+// operands are widened to float, the sums are kept in float and each element of C is rounded once.
 template <class T>
 void gemm(Index m, Index n, Index k, compute_t<T> alpha, const T* a, Index a_rs, Index a_cs, const T* b, Index b_rs, Index b_cs,
-          compute_t<T> beta, T* c, Index c_rs, Index c_cs) {
+          compute_t<T> beta, T* c, Index c_rs, Index c_cs, const GemmEpilogue<T>& epilogue = {}) {
   using C = compute_t<T>;
   using namespace gemm_detail;
   if (m <= 0 || n <= 0) return;
-  // The kernel stores rows of C as vectors: a column-major C is handled as C^T = B^T A^T.
-  if (c_cs != 1 && c_rs == 1) {
-    std::swap(m, n);
-    std::swap(a, b);
-    std::swap(a_rs, b_cs);
-    std::swap(a_cs, b_rs);
-    std::swap(c_rs, c_cs);
-  }
-  if (k <= 0 || alpha == C(0)) return scale_matrix(m, n, beta, c, c_rs, c_cs);
-  if (n == 1) return gemv(m, k, alpha, a, a_rs, a_cs, b, b_rs, beta, c, c_rs);
-  if (m == 1) return gemv(n, k, alpha, b, b_cs, b_rs, a, a_cs, beta, c, c_cs);
-  if (m * n * k < small_product) return gemm_small(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
+  // The epilogue in the compute type (a bfloat16 bias widened once: N values).
+  std::optional<Scratch> bias_buf;
+  GemmEpilogue<C> ep{nullptr, epilogue.activation};
   if constexpr (std::is_same_v<T, C>) {
-    gemm_packed<C>(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
+    ep.bias = epilogue.bias;
+  } else if (epilogue.bias) {
+    bias_buf.emplace(static_cast<std::size_t>(n) * sizeof(C));
+    for (Index j = 0; j < n; ++j) bias_buf->as<C>()[j] = to_compute<C>(epilogue.bias[j]);
+    ep.bias = bias_buf->as<C>();
+  }
+  // The kernel stores rows of C as vectors: a column-major C is handled as C^T = B^T A^T (its
+  // epilogue, per column of C, then runs as a pass afterwards).
+  if (c_cs != 1 && c_rs == 1) {
+    gemm<T>(n, m, k, alpha, b, b_cs, b_rs, a, a_cs, a_rs, beta, c, c_cs, c_rs);
+    if (!ep.empty()) apply_epilogue(m, n, c, c_rs, c_cs, ep);
+    return;
+  }
+  const auto plain = [&] {
+    if (k <= 0 || alpha == C(0)) scale_matrix(m, n, beta, c, c_rs, c_cs);
+    else if (n == 1) gemv(m, k, alpha, a, a_rs, a_cs, b, b_rs, beta, c, c_rs);
+    else if (m == 1) gemv(n, k, alpha, b, b_cs, b_rs, a, a_cs, beta, c, c_cs);
+    else gemm_small(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
+    if (!ep.empty()) apply_epilogue(m, n, c, c_rs, c_cs, ep);
+  };
+  if (k <= 0 || alpha == C(0) || n == 1 || m == 1 || m * n * k < small_product) return plain();
+  if constexpr (std::is_same_v<T, C>) {
+    gemm_packed<C>(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs, ep);
   } else {
-    // bfloat16 C: sum into a float copy (K slices accumulate there), round once at the end.
+    // bfloat16 C: sum into a float copy (K slices accumulate there), round once at the end, the
+    // epilogue applied in float just before.
     Scratch buf(static_cast<std::size_t>(m * n) * sizeof(C));
     C* tmp = buf.as<C>();
     gemm_packed<C>(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, C(0), tmp, n, 1);
+    const bool gelu = ep.activation == GemmActivation::gelu_tanh;
     parallel_for(0, m, std::max<Index>(1, (Index{1} << 15) / n), [&](Index i0, Index i1) {
       for (Index i = i0; i < i1; ++i)
         for (Index j = 0; j < n; ++j) {
           T& out = c[i * c_rs + j * c_cs];
-          const C r = tmp[i * n + j];
-          out = static_cast<T>(beta == C(0) ? r : r + beta * to_compute<C>(out));
+          C r = tmp[i * n + j];
+          if (beta != C(0)) r += beta * to_compute<C>(out);
+          if (ep.bias) r += ep.bias[j];
+          out = static_cast<T>(gelu ? gelu_tanh(r) : r);
         }
     });
   }
