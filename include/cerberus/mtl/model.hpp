@@ -23,6 +23,17 @@
 // (needs_weighting_optimizer says when; step(batch, optimizer) refuses to compile then). A float
 // model lists them in trainable_parameters() and takes one optimizer.
 //
+// Device: the model runs on its trunk's device (Tr::device_type; cpu for nn::Encoder<> and for a
+// trunk type that names none). Over a cuda trunk the same type list is a cuda model:
+//   mtl::Model<nn::Encoder<float, cuda>, mtl::Hard, mtl::Equal, Task<"sentiment", SequenceClassifier<2>>, ...>
+// Heads are rebound to that device (head_on_t: SequenceClassifier<2> becomes
+// SequenceClassifier<2, Pooling::first, float, cuda>), and so is a weighting with learned
+// parameters (weighting_on_t: the Uncertainty passed in becomes UncertaintyOn<cuda>). Batches,
+// task losses and parameter lists are on the device (Batch<T, D>, TaskLossesOn<D>,
+// nn::ParameterList<T, D>); move a host batch with batch.to<cuda>(). Routing reads task_id on
+// the host (mtl::route). To start a cuda model from a cpu one, build the cuda model and copy the
+// parameters by name (every name matches), or save a checkpoint and load it into the cuda model.
+//
 // Legend: B = examples, T = time, C = d_model. The trunk maps ids [B, T] + key padding [B, T]
 // to hidden states [B, T, C]; the sharing strategy decides which trunk parameters each task
 // sees; each head sees only its own task's rows. A task absent from a batch has no loss
@@ -70,10 +81,11 @@ constexpr bool weight_count_fits() {
 }  // namespace detail
 
 template <class Tr, class Sharing, class Weighting, class... Tasks>
-class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typename Tr::element_type, cpu> {
+class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typename Tr::element_type, trunk_device_t<Tr>> {
  public:
   using T = typename Tr::element_type;
-  using Loss = Tensor<compute_t<T>>;  // a task loss: float for float and bf16 models, double for double
+  using D = trunk_device_t<Tr>;
+  using Loss = Tensor<compute_t<T>, D>;  // a task loss: float for float and bf16 models, double for double
   using Names = TaskNames<Tasks...>;
   static constexpr std::size_t task_count = sizeof...(Tasks);
 
@@ -85,17 +97,20 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
                 "a head's element type differs from the element type of the trunk's hidden states.");
   static_assert((detail::width_fits<typename Tasks::head_type, Tr>() && ...),
                 "a head's input width does not match the width of the trunk's hidden states.");
-  static_assert((TaskHead<typename Tasks::head_type, T> && ...),
+  static_assert((TaskHead<head_on_t<typename Tasks::head_type, D>, T, D> && ...),
                 "a head must be built from a HeadContext and offer forward(hidden, padding) and loss(output, batch).");
   static_assert(detail::weight_count_fits<Weighting, sizeof...(Tasks)>(), "the loss weighting has a different number of weights than the model has tasks.");
   static_assert(Sharing::template groups_known<Names>, "a sharing group names a task that the model does not have.");
   static_assert(Sharing::template groups_partition<Names>, "every task must belong to exactly one sharing group.");
 
   using Strategy = typename Sharing::template impl<Tr, Names>;
-  using Heads = std::tuple<typename Tasks::head_type...>;
+  using Heads = std::tuple<head_on_t<typename Tasks::head_type, D>...>;  // each head on the model's device
+  using WeightingType = weighting_on_t<Weighting, D>;                     // Weighting itself on the cpu
 
+  // `weighting` is the cpu form the type list names (Uncertainty(3), ...); on a device the model
+  // keeps WeightingType built from it.
   Model(Tr trunk, Generator& gen, Weighting weighting = Weighting{})
-      : strategy_(std::move(trunk), gen), heads_(make_heads(gen, std::index_sequence_for<Tasks...>{})), weighting_(std::move(weighting)) {
+      : strategy_(std::move(trunk), gen), heads_(make_heads(gen, std::index_sequence_for<Tasks...>{})), weighting_(make_weighting(std::move(weighting))) {
     const Index width = strategy_.context(0).d_model;
     if (trunk_hidden_width<Tr>() != 0 && trunk_hidden_width<Tr>() != width)
       throw ValueError("[mtl::Model] the trunk promises hidden width " + std::to_string(trunk_hidden_width<Tr>()) + " but its d_model is " +
@@ -123,32 +138,32 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   }
 
   Strategy& sharing() { return strategy_; }
-  Weighting& weighting() { return weighting_; }
+  WeightingType& weighting() { return weighting_; }
 
   // Each task's head output on its own examples (nullopt where absent), with the rows they came
   // from; forward_with_losses also fills each present task's mean loss, computed from that same
   // output (one pass of the trunk gives both, e.g. for validation).
   struct Outputs {
-    std::vector<std::optional<Tensor<T>>> outputs;
-    detail::Rows rows;
+    std::vector<std::optional<Tensor<T, D>>> outputs;
+    detail::Rows<D> rows;
     std::vector<std::optional<Loss>> losses;  // forward_with_losses only; empty after forward
   };
-  Outputs forward(const Batch<T>& batch) { return pass(batch, /*with_losses=*/false); }
-  Outputs forward_with_losses(const Batch<T>& batch) { return pass(batch, /*with_losses=*/true); }
+  Outputs forward(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/false); }
+  Outputs forward_with_losses(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/true); }
 
   // One mean loss per task over its own examples; nullopt for a task with no example.
-  std::vector<std::optional<Loss>> task_losses(const Batch<T>& batch) { return pass(batch, /*with_losses=*/true).losses; }
+  std::vector<std::optional<Loss>> task_losses(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/true).losses; }
 
   // The sharing strategy's penalty (Soft: the L2 coupling; computed in T, then converted), or an
   // undefined tensor.
   Loss penalty() {
-    const Tensor<T> p = strategy_.penalty();
+    const Tensor<T, D> p = strategy_.penalty();
     return p.defined() ? detail::to_compute(p) : Loss{};
   }
 
   // sum_k w_k L_k over the present tasks (w = 1 when `weights` is empty) + the penalty: for
   // gradient checks and for training without a weighting object.
-  Loss total_loss(const Batch<T>& batch, const std::vector<double>& weights = {}) {
+  Loss total_loss(const Batch<T, D>& batch, const std::vector<double>& weights = {}) {
     const auto losses = task_losses(batch);
     Loss total = penalty();
     for (std::size_t k = 0; k < task_count; ++k) {
@@ -161,32 +176,32 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   }
 
   // The parameters every task shares (the weighting measures gradient conflict on them).
-  nn::ParameterList<T> shared_parameters() const { return strategy_.shared_parameters(); }
+  nn::ParameterList<T, D> shared_parameters() const { return strategy_.shared_parameters(); }
   // Everything the model's optimizer should update: the model's parameters, and for a float
   // model the weighting's own (named "weighting.<name>").
-  nn::ParameterList<T> trainable_parameters() const {
-    nn::ParameterList<T> out = this->named_parameters();
+  nn::ParameterList<T, D> trainable_parameters() const {
+    nn::ParameterList<T, D> out = this->named_parameters();
     if constexpr (std::is_same_v<T, float>) {
-      const nn::ParameterList<float> own = weighting_parameters();
+      const nn::ParameterList<float, D> own = weighting_parameters();
       out.insert(out.end(), own.begin(), own.end());
     }
     return out;
   }
   // The weighting's own parameters (always float; empty when it has none), named as in
   // trainable_parameters(). A non-float model needs a float optimizer of their own.
-  nn::ParameterList<float> weighting_parameters() const {
-    nn::ParameterList<float> out;
-    for (auto p : mtl::weighting_parameters(weighting_)) out.push_back({"weighting." + p.name, p.tensor});
+  nn::ParameterList<float, D> weighting_parameters() const {
+    nn::ParameterList<float, D> out;
+    for (auto p : mtl::weighting_parameters<D>(weighting_)) out.push_back({"weighting." + p.name, p.tensor});
     return out;
   }
   // Whether step() needs a second optimizer for weighting_parameters().
-  static constexpr bool needs_weighting_optimizer = !std::is_same_v<T, float> && HasWeightingParameters<Weighting>;
+  static constexpr bool needs_weighting_optimizer = !std::is_same_v<T, float> && HasWeightingParameters<WeightingType, D>;
 
   // The losses as the weighting takes them (float: the model's element type is float or bf16).
-  TaskLosses losses(const Batch<T>& batch)
+  TaskLossesOn<D> losses(const Batch<T, D>& batch)
     requires std::is_same_v<compute_t<T>, float>
   {
-    TaskLosses out;
+    TaskLossesOn<D> out;
     for (auto name : Names::value) out.names.emplace_back(name);
     out.losses = task_losses(batch);
     return out;
@@ -194,8 +209,8 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
 
   // One training step: zero grads, losses, weighting backward (+ penalty backward), update.
   template <class Optimizer>
-    requires LossWeighting<Weighting, T>
-  WeightingReport step(const Batch<T>& batch, Optimizer& optimizer) {
+    requires LossWeighting<WeightingType, T, D>
+  WeightingReport step(const Batch<T, D>& batch, Optimizer& optimizer) {
     static_assert(!needs_weighting_optimizer,
                   "this weighting's parameters are float and the model's are not: pass a float optimizer over model.weighting_parameters() "
                   "as well, step(batch, optimizer, weighting_optimizer).");
@@ -203,8 +218,8 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
   }
   // The same with the weighting's float parameters updated by their own optimizer (a bf16 model).
   template <class Optimizer, class WeightingOptimizer>
-    requires LossWeighting<Weighting, T>
-  WeightingReport step(const Batch<T>& batch, Optimizer& optimizer, WeightingOptimizer& weighting_optimizer) {
+    requires LossWeighting<WeightingType, T, D>
+  WeightingReport step(const Batch<T, D>& batch, Optimizer& optimizer, WeightingOptimizer& weighting_optimizer) {
     static_assert(needs_weighting_optimizer,
                   "step(batch, optimizer, weighting_optimizer) is for a non-float model whose weighting has parameters; here "
                   "trainable_parameters() holds them already: use step(batch, optimizer).");
@@ -220,9 +235,13 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
  private:
   template <std::size_t... I>
   Heads make_heads(Generator& gen, std::index_sequence<I...>) {
-    return Heads{typename Tasks::head_type(strategy_.context(I), gen)...};
+    return Heads{head_on_t<typename Tasks::head_type, D>(strategy_.context(I), gen)...};
   }
-  Outputs pass(const Batch<T>& batch, bool with_losses) {
+  static WeightingType make_weighting(Weighting&& w) {
+    if constexpr (std::is_same_v<WeightingType, Weighting>) return std::move(w);
+    else return WeightingType(w);
+  }
+  Outputs pass(const Batch<T, D>& batch, bool with_losses) {
     Outputs out;
     out.rows = route(batch.task_id, batch.size(), task_count);
     check_packing(batch, out.rows);
@@ -236,14 +255,14 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
         out.outputs[k] = head.forward(*hidden[k], select_padding(batch, *out.rows[k]));
         return;
       }
-      const Batch<T> mine = out.rows[k]->numel() == batch.size() ? batch : batch.select(*out.rows[k]);
+      const Batch<T, D> mine = out.rows[k]->numel() == batch.size() ? batch : batch.select(*out.rows[k]);
       out.outputs[k] = head.forward(*hidden[k], mine.padding);
       out.losses[k] = head.loss(*out.outputs[k], mine);
     });
     return out;
   }
   template <class... Optimizers>
-  WeightingReport train_step(const Batch<T>& batch, Optimizers&... optimizers) {
+  WeightingReport train_step(const Batch<T, D>& batch, Optimizers&... optimizers) {
     (optimizers.zero_grad(), ...);
     WeightingReport report = weighting_.backward(losses(batch), shared_parameters());
     if (const Loss p = penalty(); p.defined()) {
@@ -258,7 +277,7 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
     [&]<std::size_t... I>(std::index_sequence<I...>) { (f(std::integral_constant<std::size_t, I>{}), ...); }(std::index_sequence_for<Tasks...>{});
   }
   // A packed batch (several examples per row) only for tasks whose head works per token.
-  static void check_packing(const Batch<T>& batch, const detail::Rows& rows) {
+  static void check_packing(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
     if (!batch.packed()) return;
     for_each_task([&](auto k) {
       using Head = std::tuple_element_t<k, Heads>;
@@ -269,14 +288,14 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
                            ": several examples per row): collate this task's examples unpacked (instruct::collate_classify / collate_lm)");
     });
   }
-  static Tensor<std::uint8_t> select_padding(const Batch<T>& batch, const Tensor<std::int64_t>& rows) {
+  static Tensor<std::uint8_t, D> select_padding(const Batch<T, D>& batch, const Tensor<std::int64_t, D>& rows) {
     if (!batch.padding.defined() || rows.numel() == batch.size()) return batch.padding;
     return index_select(batch.padding, 0, rows);
   }
 
   Strategy strategy_;
   Heads heads_;
-  Weighting weighting_;
+  WeightingType weighting_;
 };
 
 }  // namespace cerberus::mtl

@@ -36,25 +36,25 @@ template <FixedString Name, class Head>
 struct Task {
   static constexpr auto name = Name;
   using head_type = Head;
+  using mtl_task_tag = void;  // what is_task_v looks for
 };
 
 // A group of tasks sharing upper layers (Hierarchical) or a trunk (Soft): a name, then members.
 template <FixedString Name, FixedString... Members>
 struct Group {
+  using mtl_group_tag = void;  // what is_group_v looks for
   static constexpr auto name = Name;
   static constexpr std::size_t size = sizeof...(Members);
   static constexpr std::array<std::string_view, sizeof...(Members)> members{std::string_view(Members)...};
 };
 
+// (Tags rather than partial specialisations on Task<Name, Head>: nvcc's front end does not match
+// a class-type template parameter deduced in a partial specialisation.)
 template <class X>
-inline constexpr bool is_task_v = false;
-template <FixedString Name, class Head>
-inline constexpr bool is_task_v<Task<Name, Head>> = true;
+inline constexpr bool is_task_v = requires { typename X::mtl_task_tag; };
 
 template <class X>
-inline constexpr bool is_group_v = false;
-template <FixedString Name, FixedString... Members>
-inline constexpr bool is_group_v<Group<Name, Members...>> = true;
+inline constexpr bool is_group_v = requires { typename X::mtl_group_tag; };
 
 // The task names of a model as one constexpr array (Names<Tasks...>::value).
 template <class... Tasks>

@@ -23,6 +23,13 @@
 // bf16 model at compile time: those need a second optimizer (mtl::Model::weighting_parameters),
 // which the Trainer does not run; train such a model with Model::step.
 //
+// Devices: a model over a cuda trunk (mtl::Model<nn::Decoder<float, cuda>, ...>) trains the same
+// way with a cuda optimizer (optim::AdamW over its trainable_parameters() deduces
+// AdamW<cuda, float>). The batch source stays on the host: each micro-batch is counted there and
+// moved to the model's device once (Batch::to<D>). Checkpoints are written from device memory and
+// hold the same tensors as a cpu run's, so a file saved on cuda loads into a cpu model (and back);
+// resume() loads into the device parameters and optimizer state.
+//
 // Every eval_every steps (and after the last) evaluate(model) returns named metrics and one
 // selection score (higher is better, e.g. minus the mean validation loss). A better score by
 // more than min_improvement saves best.safetensors; `patience` evaluations in a row without one
@@ -85,12 +92,25 @@ namespace cerberus::train {
 namespace detail {
 template <class B>
 inline constexpr bool is_batch = false;
-template <Element E>
-inline constexpr bool is_batch<mtl::Batch<E>> = true;
+template <Element E, Device D>
+inline constexpr bool is_batch<mtl::Batch<E, D>> = true;
+
+// The device a model runs on: M::device_type (nn modules and mtl::Model), else cpu.
+template <class M>
+struct model_device {
+  using type = cpu;
+};
+template <class M>
+  requires requires { typename M::device_type; }
+struct model_device<M> {
+  using type = typename M::device_type;
+};
+template <class M>
+using model_device_t = typename model_device<M>::type;
 }  // namespace detail
 
-// Where batches come from: next() (an mtl::Batch of any element type), and its position as
-// strings for the training-state file.
+// Where batches come from: next() (an mtl::Batch of any element type, usually on the host), and
+// its position as strings for the training-state file.
 template <class S>
 concept BatchSource = requires(S& s, const S& cs, std::map<std::string, std::string>& out, const std::map<std::string, std::string>& in) {
   requires detail::is_batch<decltype(s.next())>;
@@ -98,15 +118,15 @@ concept BatchSource = requires(S& s, const S& cs, std::map<std::string, std::str
   s.restore_state(in);
 };
 
-// What the trainer needs from a model of element type float or bf16: mtl::Model's losses /
-// weighting / penalty (float) / parameters (of the model's type).
+// What the trainer needs from a model of element type float or bf16 on its device D: mtl::Model's
+// losses / weighting / penalty (float) / parameters (of the model's type), all on D.
 template <class M>
-concept TrainableModel = requires(M& m, const mtl::Batch<typename M::element_type>& b) {
+concept TrainableModel = requires(M& m, const mtl::Batch<typename M::element_type, detail::model_device_t<M>>& b) {
   requires mtl::SharedElement<typename M::element_type>;
-  { m.losses(b) } -> std::same_as<mtl::TaskLosses>;
+  { m.losses(b) } -> std::same_as<mtl::TaskLossesOn<detail::model_device_t<M>>>;
   { m.weighting().backward(m.losses(b), m.shared_parameters()) } -> std::same_as<mtl::WeightingReport>;
-  { m.penalty() } -> std::same_as<Tensor<float>>;
-  { m.trainable_parameters() } -> std::same_as<nn::ParameterList<typename M::element_type>>;
+  { m.penalty() } -> std::same_as<Tensor<float, detail::model_device_t<M>>>;
+  { m.trainable_parameters() } -> std::same_as<nn::ParameterList<typename M::element_type, detail::model_device_t<M>>>;
   m.train(true);
 };
 
@@ -200,6 +220,7 @@ class Trainer {
 
  public:
   using T = typename Model::element_type;
+  using D = detail::model_device_t<Model>;
   using Evaluate = std::function<Evaluation(Model&)>;
 
   Trainer(Model& model, Optimizer& optimizer, Schedule schedule, Source& source, Evaluate evaluate, TrainerOptions options = {})
@@ -244,7 +265,7 @@ class Trainer {
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t tokens_at_start = tokens_;
     TrainResult result;
-    const nn::ParameterList<T> params = model_.trainable_parameters();
+    const nn::ParameterList<T, D> params = model_.trainable_parameters();
     ProgressBar bar(options_.steps, options_.progress, options_.progress_every);
     bar.show_perplexity(false);
     if (step_ == 0) log("{\"event\": \"start\", \"steps\": " + std::to_string(options_.steps) + "}");
@@ -259,13 +280,14 @@ class Trainer {
       std::int64_t tokens = 0;
       std::vector<std::string> names;
       for (int micro = 0; micro < options_.accumulation; ++micro) {
-        const mtl::Batch<T> batch = source_.next().template to<T>();
-        tokens += count_tokens(batch);
-        mtl::TaskLosses losses = model_.losses(batch);
+        const auto next = source_.next();
+        tokens += count_tokens(next);  // on the source's side (the host, usually): no copy back
+        const mtl::Batch<T, D> batch = next.template to<T>().template to<D>();
+        mtl::TaskLossesOn<D> losses = model_.losses(batch);
         if (names.empty()) names = losses.names;
         const mtl::WeightingReport report = model_.weighting().backward(losses, model_.shared_parameters());
         double step_total = report.total;
-        if (const Tensor<float> p = model_.penalty(); p.defined()) {
+        if (const Tensor<float, D> p = model_.penalty(); p.defined()) {
           p.backward();
           step_total += static_cast<double>(p.item());
         }
@@ -333,17 +355,18 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
 
  private:
-  static std::int64_t count_tokens(const mtl::Batch<T>& b) {
+  template <class B>
+  static std::int64_t count_tokens(const B& b) {
     if (!b.padding.defined()) return b.ids.numel();
     std::int64_t n = 0;
-    for (const auto p : b.padding.contiguous().to_vector()) n += p == 0;
+    for (const auto p : b.padding.to_vector()) n += p == 0;
     return n;
   }
 
-  static void scale_gradients(const nn::ParameterList<T>& params, double s) {
+  static void scale_gradients(const nn::ParameterList<T, D>& params, double s) {
     NoGradGuard no_grad;
     for (const auto& p : nn::unique_parameters(params)) {
-      const Tensor<T> g = p.tensor.grad();
+      const Tensor<T, D> g = p.tensor.grad();
       if (g.defined()) g *= static_cast<float>(s);
     }
   }

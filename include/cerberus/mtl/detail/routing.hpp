@@ -13,21 +13,24 @@
 
 namespace cerberus::mtl::detail {
 
-using Rows = std::vector<std::optional<Tensor<std::int64_t>>>;
+// Each task's row indices on device D (mtl::route); nullopt = absent.
+template <Device D = cpu>
+using Rows = std::vector<std::optional<Tensor<std::int64_t, D>>>;
 
 struct GroupPart {
   std::size_t task;
   Index offset, count;
 };
+template <Device D = cpu>
 struct GroupRoute {
-  std::optional<Tensor<std::int64_t>> rows;  // nullopt: no task of the group is in the batch
+  std::optional<Tensor<std::int64_t, D>> rows;  // nullopt: no task of the group is in the batch
   std::vector<GroupPart> parts;
 };
 
-template <std::size_t N>
-std::vector<GroupRoute> group_routes(const Rows& rows, const std::array<std::size_t, N>& group_of, std::size_t n_groups) {
-  std::vector<GroupRoute> out(n_groups);
-  std::vector<std::vector<Tensor<std::int64_t>>> pieces(n_groups);
+template <std::size_t N, Device D>
+std::vector<GroupRoute<D>> group_routes(const Rows<D>& rows, const std::array<std::size_t, N>& group_of, std::size_t n_groups) {
+  std::vector<GroupRoute<D>> out(n_groups);
+  std::vector<std::vector<Tensor<std::int64_t, D>>> pieces(n_groups);
   std::vector<Index> filled(n_groups, 0);
   for (std::size_t k = 0; k < N; ++k) {
     if (!rows[k]) continue;
@@ -42,13 +45,14 @@ std::vector<GroupRoute> group_routes(const Rows& rows, const std::array<std::siz
 }
 
 // Each task's slice of its group's output [B_g, ...].
-template <class T>
-void scatter_parts(const GroupRoute& route, const Tensor<T>& group_out, std::vector<std::optional<Tensor<T>>>& per_task) {
+template <class T, Device D>
+void scatter_parts(const GroupRoute<D>& route, const Tensor<T, D>& group_out, std::vector<std::optional<Tensor<T, D>>>& per_task) {
   for (const auto& part : route.parts) per_task[part.task] = group_out.slice(0, part.offset, part.offset + part.count);
 }
 
-inline Tensor<std::uint8_t> select_rows(const Tensor<std::uint8_t>& padding, const Tensor<std::int64_t>& rows) {
-  return padding.defined() ? index_select(padding, 0, rows) : Tensor<std::uint8_t>{};
+template <Device D>
+Tensor<std::uint8_t, D> select_rows(const Tensor<std::uint8_t, D>& padding, const Tensor<std::int64_t, D>& rows) {
+  return padding.defined() ? index_select(padding, 0, rows) : Tensor<std::uint8_t, D>{};
 }
 
 }  // namespace cerberus::mtl::detail

@@ -7,6 +7,9 @@
 // run_blocks, which take an nn::Packing (undefined fields = not packed).
 //
 // Legend: B = batch, T = time, C = d_model.
+//
+// Device: a trunk's device is its `device_type` (nn modules: their D; cpu for a trunk type that
+// names none), and ids, padding and packing are tensors on it.
 #pragma once
 
 #include <cstdint>
@@ -22,12 +25,25 @@
 
 namespace cerberus::mtl {
 
+// The device a trunk runs on: S::device_type, or cpu when S names none.
+template <class S>
+struct trunk_device {
+  using type = cpu;
+};
+template <class S>
+  requires requires { typename S::device_type; }
+struct trunk_device<S> {
+  using type = typename S::device_type;
+};
+template <class S>
+using trunk_device_t = typename trunk_device<S>::type;
+
 // A trunk: a module mapping ids [B, T] and key padding [B, T] to hidden states [B, T, C] after
 // its final norm, with a TransformerConfig (nn::Encoder, nn::Decoder, or a type of your own).
 template <class S>
-concept Trunk = requires(S& s, const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding) {
+concept Trunk = requires(S& s, const Tensor<std::int64_t, trunk_device_t<S>>& ids, const Tensor<std::uint8_t, trunk_device_t<S>>& padding) {
   typename S::element_type;
-  { s.forward(ids, padding) } -> std::same_as<Tensor<typename S::element_type>>;
+  { s.forward(ids, padding) } -> std::same_as<Tensor<typename S::element_type, trunk_device_t<S>>>;
   { s.config() } -> std::convertible_to<const nn::TransformerConfig&>;
   s.named_parameters();
 };
@@ -35,7 +51,7 @@ concept Trunk = requires(S& s, const Tensor<std::int64_t>& ids, const Tensor<std
 // A trunk made of a run-time stack of blocks with the layout of nn::Encoder / nn::Decoder, which
 // strategies that split or copy blocks (Hierarchical) need.
 template <class S>
-concept BlockTrunk = Trunk<S> && requires(S& s, const Tensor<std::int64_t>& ids) {
+concept BlockTrunk = Trunk<S> && requires(S& s, const Tensor<std::int64_t, trunk_device_t<S>>& ids) {
   s.layers.size();
   s.layers[0];
   s.final_norm;
@@ -54,37 +70,38 @@ namespace detail {
 
 // The token embedding of a trunk (for tied LM heads), or null.
 template <class S>
-std::shared_ptr<nn::Embedding<typename S::element_type>> trunk_embedding(S& s) {
+std::shared_ptr<nn::Embedding<typename S::element_type, trunk_device_t<S>>> trunk_embedding(S& s) {
   if constexpr (requires { s.embed_tokens; }) return s.embed_tokens;
   else return nullptr;
 }
 
 template <class S>
-HeadContext<typename S::element_type> trunk_context(S& s) {
+HeadContext<typename S::element_type, trunk_device_t<S>> trunk_context(S& s) {
   return {s.config().d_model, s.config().vocab_size, trunk_embedding(s)};
 }
 
 // The packing of a batch (all rows), or of its rows `rows`.
-template <class T>
-nn::Packing<> packing_of(const Batch<T>& batch) {
+template <class T, Device D>
+nn::Packing<D> packing_of(const Batch<T, D>& batch) {
   return {batch.segments, batch.positions};
 }
-inline nn::Packing<> select_packing(const nn::Packing<>& packing, const Tensor<std::int64_t>& rows) {
-  auto take = [&](const Tensor<std::int64_t>& t) { return t.defined() ? index_select(t, 0, rows) : Tensor<std::int64_t>{}; };
+template <Device D>
+nn::Packing<D> select_packing(const nn::Packing<D>& packing, const Tensor<std::int64_t, D>& rows) {
+  auto take = [&](const Tensor<std::int64_t, D>& t) { return t.defined() ? index_select(t, 0, rows) : Tensor<std::int64_t, D>{}; };
   return {take(packing.segments), take(packing.positions)};
 }
 
 // trunk.forward(ids, padding), with the packing when there is one: nn::Encoder takes it third,
 // nn::Decoder fifth (after memory and memory padding); a trunk of another type that takes none
 // refuses a packed batch.
-template <Trunk S>
-Tensor<typename S::element_type> trunk_forward(S& s, const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding,
-                                               const nn::Packing<>& packing) {
+template <Trunk S, Device D = trunk_device_t<S>>
+Tensor<typename S::element_type, D> trunk_forward(S& s, const Tensor<std::int64_t, D>& ids, const Tensor<std::uint8_t, D>& padding,
+                                                  const nn::Packing<D>& packing) {
   using T = typename S::element_type;
   if (!packing.defined()) return s.forward(ids, padding);
   if constexpr (requires { s.forward(ids, padding, packing); }) return s.forward(ids, padding, packing);
-  else if constexpr (requires { s.forward(ids, padding, Tensor<T>{}, Tensor<std::uint8_t>{}, packing); })
-    return s.forward(ids, padding, Tensor<T>{}, Tensor<std::uint8_t>{}, packing);
+  else if constexpr (requires { s.forward(ids, padding, Tensor<T, D>{}, Tensor<std::uint8_t, D>{}, packing); })
+    return s.forward(ids, padding, Tensor<T, D>{}, Tensor<std::uint8_t, D>{}, packing);
   else
     throw ValueError("[mtl] the trunk's forward takes no nn::Packing, so it cannot run a packed batch (segments / positions " +
                      (packing.segments.defined() ? packing.segments.shape() : packing.positions.shape()).to_string() + ")");
@@ -92,23 +109,23 @@ Tensor<typename S::element_type> trunk_forward(S& s, const Tensor<std::int64_t>&
 
 // Embedding lookup + positions + embedding dropout, as the stack's own forward does (positions
 // per token when packed).
-template <BlockTrunk S>
-Tensor<typename S::element_type> embed(S& s, const Tensor<std::int64_t>& ids, const nn::Packing<>& packing = {}) {
+template <BlockTrunk S, Device D = trunk_device_t<S>>
+Tensor<typename S::element_type, D> embed(S& s, const Tensor<std::int64_t, D>& ids, const nn::Packing<D>& packing = {}) {
   if (packing.positions.defined()) return s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), packing.positions));
   return s.dropout(s.embed_positions.add((*s.embed_tokens)(ids), 0));
 }
 
 // Blocks [begin, end) of `layers` on x [B, T, C]; packing as the blocks take it (an encoder block
 // fourth, a decoder block sixth, after memory and memory padding).
-template <class Layers, class Positions, class T>
-Tensor<T> run_blocks(Layers& layers, std::size_t begin, std::size_t end, Tensor<T> x, const Tensor<std::uint8_t>& padding,
-                     const Positions& positions, const nn::Packing<>& packing = {}) {
+template <class Layers, class Positions, class T, Device D>
+Tensor<T, D> run_blocks(Layers& layers, std::size_t begin, std::size_t end, Tensor<T, D> x, const Tensor<std::uint8_t, D>& padding,
+                        const Positions& positions, const nn::Packing<D>& packing = {}) {
   for (std::size_t i = begin; i < end; ++i) {
     if (!packing.defined()) x = layers[i].forward(x, padding, positions.rotary());
     else if constexpr (requires { layers[i].forward(x, padding, positions.rotary(), packing); })
       x = layers[i].forward(x, padding, positions.rotary(), packing);
     else
-      x = layers[i].forward(x, padding, positions.rotary(), Tensor<T>{}, Tensor<std::uint8_t>{}, packing);
+      x = layers[i].forward(x, padding, positions.rotary(), Tensor<T, D>{}, Tensor<std::uint8_t, D>{}, packing);
   }
   return x;
 }

@@ -31,24 +31,24 @@ namespace cerberus::mtl {
 enum class TrunkMode { frozen, trainable };
 
 // One task's low-rank updates, one (A, B) pair per adapted projection of the trunk.
-template <Element T = float>
-class LoRA : public nn::Module<LoRA<T>, T, cpu> {
+template <Element T = float, Device D = cpu>
+class LoRA : public nn::Module<LoRA<T, D>, T, D> {
  public:
   std::vector<std::string> targets;  // the trunk parameter each pair adapts ("layers.0.attn.q_proj.weight")
-  std::vector<Tensor<T>> a, b;       // A [r, I], B [O, r]
+  std::vector<Tensor<T, D>> a, b;       // A [r, I], B [O, r]
 
   LoRA() = default;
-  LoRA(const nn::ParameterList<T>& trunk_parameters, Index rank, Generator& gen) {
+  LoRA(const nn::ParameterList<T, D>& trunk_parameters, Index rank, Generator& gen) {
     for (const auto& p : trunk_parameters) {
       if (!is_target(p.name, p.tensor)) continue;
       const Index out = p.tensor.size(0), in = p.tensor.size(1);
       targets.push_back(p.name);
-      a.push_back(nn::detail::make_parameter(normal<T>(Shape{rank, in}, 0.0, 1.0 / std::sqrt(static_cast<double>(in)), gen)));
-      b.push_back(nn::detail::make_parameter(zeros<T>(Shape{out, rank})));
+      a.push_back(nn::detail::make_parameter(normal<T, D>(Shape{rank, in}, 0.0, 1.0 / std::sqrt(static_cast<double>(in)), gen)));
+      b.push_back(nn::detail::make_parameter(zeros<T, D>(Shape{out, rank})));
     }
   }
 
-  static bool is_target(const std::string& name, const Tensor<T>& t) {
+  static bool is_target(const std::string& name, const Tensor<T, D>& t) {
     const auto ends_with = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
     return t.rank() == 2 && ends_with(".weight") && (name.find(".attn.") != std::string::npos || name.find(".mlp.") != std::string::npos);
   }
@@ -64,14 +64,15 @@ class LoRA : public nn::Module<LoRA<T>, T, cpu> {
 };
 
 template <class Tr, class Names, Index Rank, double Alpha, TrunkMode Mode>
-class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, Mode>, typename Tr::element_type, cpu> {
+class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, Mode>, typename Tr::element_type, trunk_device_t<Tr>> {
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   static constexpr std::size_t n_tasks = Names::value.size();
   static constexpr double scale = Alpha / static_cast<double>(Rank);
 
   Tr trunk;
-  std::vector<LoRA<T>> adapters;  // one per task
+  std::vector<LoRA<T, D>> adapters;  // one per task
 
   AdapterSharing(Tr t, Generator& gen) : trunk(std::move(t)) {
     if constexpr (Mode == TrunkMode::frozen) trunk.set_trainable(false);
@@ -81,14 +82,14 @@ class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, 
       throw ValueError("[mtl::Adapters] the trunk has no rank-2 projection weight under .attn. or .mlp. to adapt");
   }
 
-  HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
+  HeadContext<T, D> context(std::size_t) { return detail::trunk_context(trunk); }
 
   // The trunk as task k sees it: a handle copy whose adapted weights are W + scale * B_k A_k.
   Tr adapted(std::size_t task) {
     Tr t = trunk;
-    const LoRA<T>& lora = adapters[task];
+    const LoRA<T, D>& lora = adapters[task];
     std::size_t j = 0;
-    t.visit_parameters("", [&](const std::string& name, Tensor<T>& p) {
+    t.visit_parameters("", [&](const std::string& name, Tensor<T, D>& p) {
       if (j < lora.targets.size() && name == lora.targets[j]) {
         p = p + matmul(lora.b[j], lora.a[j]) * scale;
         ++j;
@@ -100,8 +101,8 @@ class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, 
     return t;
   }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    std::vector<std::optional<Tensor<T>>> out(n_tasks);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    std::vector<std::optional<Tensor<T, D>>> out(n_tasks);
     for (std::size_t k = 0; k < n_tasks; ++k) {
       if (!rows[k]) continue;
       const bool all = rows[k]->numel() == batch.size();
@@ -112,9 +113,9 @@ class AdapterSharing : public nn::Module<AdapterSharing<Tr, Names, Rank, Alpha, 
     }
     return out;
   }
-  Tensor<T> penalty() { return {}; }
+  Tensor<T, D> penalty() { return {}; }
   // The trunk when it is trained (shared by every task); nothing when it is frozen.
-  nn::ParameterList<T> shared_parameters() const {
+  nn::ParameterList<T, D> shared_parameters() const {
     if constexpr (Mode == TrunkMode::frozen) return {};
     else return trunk.named_parameters("trunk");
   }

@@ -38,10 +38,10 @@
 namespace cerberus::mtl {
 
 // The mixing matrices, one per block: alpha [L, G, G] (a module, so the model lists it).
-template <Element T>
-class StitchUnits : public nn::Module<StitchUnits<T>, T, cpu> {
+template <Element T, Device D = cpu>
+class StitchUnits : public nn::Module<StitchUnits<T, D>, T, D> {
  public:
-  Tensor<T> alpha;
+  Tensor<T, D> alpha;
 
   template <class F>
   void visit_own_parameters(F&& f) {
@@ -50,7 +50,7 @@ class StitchUnits : public nn::Module<StitchUnits<T>, T, cpu> {
 };
 
 template <class Tr, class Names, class... Groups>
-class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Groups...>, typename Tr::element_type, cpu> {
+class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Groups...>, typename Tr::element_type, trunk_device_t<Tr>> {
   static_assert(BlockTrunk<Tr>, "cross-stitch units need a trunk made of a stack of blocks, such as nn::Encoder or nn::Decoder.");
   static constexpr std::size_t n_tasks_ = Names::value.size();
   static constexpr std::array<std::size_t, n_tasks_> compute_group_of() {
@@ -65,12 +65,13 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
 
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   static constexpr std::size_t n_tasks = n_tasks_;
   static constexpr std::size_t n_trunks = sizeof...(Groups) == 0 ? n_tasks : sizeof...(Groups);
   static constexpr std::array<std::size_t, n_tasks> group_of = compute_group_of();
 
   std::vector<Tr> trunks;  // one per task (no groups) or per group
-  StitchUnits<T> stitch;   // alpha [L, G, G]
+  StitchUnits<T, D> stitch;   // alpha [L, G, G]
 
   CrossStitchSharing(Tr t, Generator&) {
     const Index layers = static_cast<Index>(t.layers.size()), g = static_cast<Index>(n_trunks);
@@ -81,7 +82,7 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
     for (Index l = 0; l < layers; ++l)
       for (Index i = 0; i < g; ++i)
         for (Index j = 0; j < g; ++j) alpha[static_cast<std::size_t>((l * g + i) * g + j)] = static_cast<T>(i == j ? diag : off);
-    stitch.alpha = nn::detail::make_parameter(from_vector<T>(alpha, Shape{layers, g, g}));
+    stitch.alpha = nn::detail::make_parameter(detail::host_to<D>(from_vector<T>(alpha, Shape{layers, g, g})));
   }
 
   static std::string trunk_name(std::size_t g) {
@@ -92,42 +93,42 @@ class CrossStitchSharing : public nn::Module<CrossStitchSharing<Tr, Names, Group
     }
   }
 
-  HeadContext<T> context(std::size_t task) { return detail::trunk_context(trunks[group_of[task]]); }
+  HeadContext<T, D> context(std::size_t task) { return detail::trunk_context(trunks[group_of[task]]); }
 
   // The G trunks' hidden states [B, T, C] on the whole batch, stitched after every block.
-  std::vector<Tensor<T>> stitched(const Tensor<std::int64_t>& ids, const Tensor<std::uint8_t>& padding, const nn::Packing<>& packing = {}) {
+  std::vector<Tensor<T, D>> stitched(const Tensor<std::int64_t, D>& ids, const Tensor<std::uint8_t, D>& padding, const nn::Packing<D>& packing = {}) {
     const std::size_t layers = trunks.front().layers.size();
-    const Tensor<T>& alpha = stitch.alpha;
+    const Tensor<T, D>& alpha = stitch.alpha;
     if (alpha.rank() != 3 || alpha.size(0) != static_cast<Index>(layers) || alpha.size(1) != static_cast<Index>(n_trunks) ||
         alpha.size(2) != static_cast<Index>(n_trunks))
       throw ShapeError("[mtl::CrossStitch] stitch must be [" + std::to_string(layers) + ", " + std::to_string(n_trunks) + ", " +
                        std::to_string(n_trunks) + "] (blocks, trunks, trunks), got " + alpha.shape().to_string());
-    std::vector<Tensor<T>> xs;
+    std::vector<Tensor<T, D>> xs;
     for (auto& t : trunks) xs.push_back(detail::embed(t, ids, packing));
     for (std::size_t l = 0; l < layers; ++l) {
       for (std::size_t g = 0; g < n_trunks; ++g)
         xs[g] = detail::run_blocks(trunks[g].layers, l, l + 1, xs[g], padding, trunks[g].embed_positions, packing);
       const Shape shape = xs.front().shape();
-      const Tensor<T> mixed = matmul(alpha.select(0, static_cast<Index>(l)), stack(xs, 0).view({static_cast<Index>(n_trunks), -1}));
+      const Tensor<T, D> mixed = matmul(alpha.select(0, static_cast<Index>(l)), stack(xs, 0).view({static_cast<Index>(n_trunks), -1}));
       for (std::size_t g = 0; g < n_trunks; ++g) xs[g] = mixed.select(0, static_cast<Index>(g)).view(shape);
     }
     for (std::size_t g = 0; g < n_trunks; ++g) xs[g] = trunks[g].final_norm(xs[g]);
     return xs;
   }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const std::vector<Tensor<T>> xs = stitched(batch.ids, batch.padding, detail::packing_of(batch));
-    std::vector<std::optional<Tensor<T>>> out(n_tasks);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    const std::vector<Tensor<T, D>> xs = stitched(batch.ids, batch.padding, detail::packing_of(batch));
+    std::vector<std::optional<Tensor<T, D>>> out(n_tasks);
     for (std::size_t k = 0; k < n_tasks; ++k) {
       if (!rows[k]) continue;
-      const Tensor<T>& h = xs[group_of[k]];
+      const Tensor<T, D>& h = xs[group_of[k]];
       out[k] = rows[k]->numel() == h.size(0) ? h : index_select(h, 0, *rows[k]);
     }
     return out;
   }
-  Tensor<T> penalty() { return {}; }
+  Tensor<T, D> penalty() { return {}; }
   // No storage is shared; the stitched trunks and the stitch are what the tasks have in common.
-  nn::ParameterList<T> shared_parameters() const { return this->named_parameters(); }
+  nn::ParameterList<T, D> shared_parameters() const { return this->named_parameters(); }
 
   template <class F>
   void visit_children(F&& f) {

@@ -19,24 +19,25 @@
 namespace cerberus::mtl {
 
 template <Trunk Tr, std::size_t N>
-class HardSharing : public nn::Module<HardSharing<Tr, N>, typename Tr::element_type, cpu> {
+class HardSharing : public nn::Module<HardSharing<Tr, N>, typename Tr::element_type, trunk_device_t<Tr>> {
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   Tr trunk;
 
   HardSharing(Tr t, Generator&) : trunk(std::move(t)) {}
 
-  HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
+  HeadContext<T, D> context(std::size_t) { return detail::trunk_context(trunk); }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const Tensor<T> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
-    std::vector<std::optional<Tensor<T>>> out(N);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    const Tensor<T, D> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
+    std::vector<std::optional<Tensor<T, D>>> out(N);
     for (std::size_t k = 0; k < N; ++k)
       if (rows[k]) out[k] = rows[k]->numel() == h.size(0) ? h : index_select(h, 0, *rows[k]);
     return out;
   }
-  Tensor<T> penalty() { return {}; }
-  nn::ParameterList<T> shared_parameters() const { return trunk.named_parameters("trunk"); }
+  Tensor<T, D> penalty() { return {}; }
+  nn::ParameterList<T, D> shared_parameters() const { return trunk.named_parameters("trunk"); }
 
   template <class F>
   void visit_children(F&& f) {

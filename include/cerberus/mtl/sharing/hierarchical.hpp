@@ -31,8 +31,8 @@
 namespace cerberus::mtl {
 
 // A group's copy of the upper blocks and the final norm. Layers keep the trunk's numbering.
-template <class Block, class NormT, class T>
-class UpperStack : public nn::Module<UpperStack<Block, NormT, T>, T, cpu> {
+template <class Block, class NormT, class T, Device D = cpu>
+class UpperStack : public nn::Module<UpperStack<Block, NormT, T, D>, T, D> {
  public:
   std::vector<Block> layers;
   NormT final_norm;
@@ -46,11 +46,12 @@ class UpperStack : public nn::Module<UpperStack<Block, NormT, T>, T, cpu> {
 };
 
 template <class Tr, class Names, Index Shared, class... Groups>
-class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Shared, Groups...>, typename Tr::element_type, cpu> {
+class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Shared, Groups...>, typename Tr::element_type, trunk_device_t<Tr>> {
   static_assert(BlockTrunk<Tr>, "hierarchical sharing needs a trunk made of a stack of blocks, such as nn::Encoder or nn::Decoder.");
 
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   using Block = typename decltype(Tr::layers)::value_type;
   using NormT = decltype(Tr::final_norm);
   static constexpr std::size_t n_tasks = Names::value.size();
@@ -59,14 +60,14 @@ class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Sha
   static constexpr std::array<std::string_view, n_groups> group_names{std::string_view(Groups::name)...};
 
   Tr trunk;                                              // embeddings + shared bottom blocks
-  std::vector<UpperStack<Block, NormT, T>> groups;       // one per group
+  std::vector<UpperStack<Block, NormT, T, D>> groups;       // one per group
 
   HierarchicalSharing(Tr t, Generator&) : trunk(std::move(t)) {
     const Index n_layers = static_cast<Index>(trunk.layers.size());
     if (Shared < 0 || Shared > n_layers)
       throw ValueError("[mtl::Hierarchical] SharedLayers (" + std::to_string(Shared) + ") must be in [0, " + std::to_string(n_layers) +
                        "], the trunk's number of blocks");
-    UpperStack<Block, NormT, T> upper;
+    UpperStack<Block, NormT, T, D> upper;
     upper.first = static_cast<std::size_t>(Shared);
     upper.layers.assign(trunk.layers.begin() + Shared, trunk.layers.end());
     upper.final_norm = trunk.final_norm;
@@ -75,30 +76,30 @@ class HierarchicalSharing : public nn::Module<HierarchicalSharing<Tr, Names, Sha
     trunk.final_norm = NormT{};  // lives in the groups now (an undefined norm lists no parameter)
   }
 
-  HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
+  HeadContext<T, D> context(std::size_t) { return detail::trunk_context(trunk); }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const nn::Packing<> packing = detail::packing_of(batch);
-    Tensor<T> x = detail::embed(trunk, batch.ids, packing);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    const nn::Packing<D> packing = detail::packing_of(batch);
+    Tensor<T, D> x = detail::embed(trunk, batch.ids, packing);
     x = detail::run_blocks(trunk.layers, 0, trunk.layers.size(), x, batch.padding, trunk.embed_positions, packing);
-    std::vector<std::optional<Tensor<T>>> out(n_tasks);
+    std::vector<std::optional<Tensor<T, D>>> out(n_tasks);
     const auto routes = detail::group_routes(rows, group_of, n_groups);
     for (std::size_t g = 0; g < n_groups; ++g) {
       if (!routes[g].rows) continue;
       const bool all = routes[g].rows->numel() == x.size(0) && routes[g].parts.size() == 1;
-      const Tensor<T> xg = all ? x : index_select(x, 0, *routes[g].rows);
-      const Tensor<std::uint8_t> pg = all ? batch.padding : detail::select_rows(batch.padding, *routes[g].rows);
-      const nn::Packing<> packing_g = all ? packing : detail::select_packing(packing, *routes[g].rows);
+      const Tensor<T, D> xg = all ? x : index_select(x, 0, *routes[g].rows);
+      const Tensor<std::uint8_t, D> pg = all ? batch.padding : detail::select_rows(batch.padding, *routes[g].rows);
+      const nn::Packing<D> packing_g = all ? packing : detail::select_packing(packing, *routes[g].rows);
       auto& upper = groups[g];
-      const Tensor<T> hg =
+      const Tensor<T, D> hg =
           upper.final_norm(detail::run_blocks(upper.layers, 0, upper.layers.size(), xg, pg, trunk.embed_positions, packing_g));
       detail::scatter_parts(routes[g], hg, out);
     }
     return out;
   }
-  Tensor<T> penalty() { return {}; }
+  Tensor<T, D> penalty() { return {}; }
   // The parameters every task shares: the embeddings and the bottom blocks.
-  nn::ParameterList<T> shared_parameters() const { return trunk.named_parameters("trunk"); }
+  nn::ParameterList<T, D> shared_parameters() const { return trunk.named_parameters("trunk"); }
 
   template <class F>
   void visit_children(F&& f) {

@@ -43,10 +43,10 @@
 namespace cerberus::mtl {
 
 // The experts of one task (CGC), a module so that they are named task_experts.<task>.{e}.
-template <Element T>
-class ExpertList : public nn::Module<ExpertList<T>, T, cpu> {
+template <Element T, Device D = cpu>
+class ExpertList : public nn::Module<ExpertList<T, D>, T, D> {
  public:
-  std::vector<nn::MLP<T>> experts;
+  std::vector<nn::MLP<T, D>> experts;
 
   template <class F>
   void visit_children(F&& f) {
@@ -55,51 +55,53 @@ class ExpertList : public nn::Module<ExpertList<T>, T, cpu> {
 };
 
 template <Trunk Tr, class Names, std::size_t NShared, std::size_t NSpecific, Index Width>
-class ExpertSharing : public nn::Module<ExpertSharing<Tr, Names, NShared, NSpecific, Width>, typename Tr::element_type, cpu> {
+class ExpertSharing : public nn::Module<ExpertSharing<Tr, Names, NShared, NSpecific, Width>, typename Tr::element_type, trunk_device_t<Tr>> {
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   static constexpr std::size_t n_tasks = Names::value.size();
   static constexpr std::size_t n_shared = NShared;
   static constexpr std::size_t n_specific = NSpecific;
   static constexpr std::size_t n_gated = NShared + NSpecific;  // E
 
   Tr trunk;
-  ExpertList<T> shared;                // S experts, every task's gate mixes them
-  std::vector<ExpertList<T>> specific;  // per task, P experts only its gate mixes
-  std::vector<nn::Linear<T>> gates;     // per task, C -> E
+  ExpertList<T, D> shared;                // S experts, every task's gate mixes them
+  std::vector<ExpertList<T, D>> specific;  // per task, P experts only its gate mixes
+  std::vector<nn::Linear<T, D>> gates;     // per task, C -> E
 
   ExpertSharing(Tr t, Generator& gen) : trunk(std::move(t)) {
     nn::TransformerConfig c = trunk.config();
     if constexpr (Width > 0) c.d_ff = Width;
     for (std::size_t e = 0; e < NShared; ++e) shared.experts.emplace_back(c, 1, gen);
     specific.resize(n_tasks);
-    for (auto& list : specific)
-      for (std::size_t e = 0; e < NSpecific; ++e) list.experts.emplace_back(c, 1, gen);
+    if constexpr (NSpecific > 0)  // (constexpr: no "pointless comparison" warning for MMoE)
+      for (auto& list : specific)
+        for (std::size_t e = 0; e < NSpecific; ++e) list.experts.emplace_back(c, 1, gen);
     for (std::size_t k = 0; k < n_tasks; ++k) gates.emplace_back(c.d_model, static_cast<Index>(n_gated), false, gen);
   }
 
-  HeadContext<T> context(std::size_t) { return detail::trunk_context(trunk); }
+  HeadContext<T, D> context(std::size_t) { return detail::trunk_context(trunk); }
 
   // Task k's gate on hidden states h [B, T, C]: softmax over the E experts, [B, T, E].
-  Tensor<T> gate(std::size_t task, const Tensor<T>& h) {
+  Tensor<T, D> gate(std::size_t task, const Tensor<T, D>& h) {
     check_hidden(h);
     return softmax(gates.at(task)(h), -1);
   }
 
   // Task k's mixture on its hidden states h [B_k, T, C]; `shared_out` [B_k, T, S, C] are the
   // shared experts on those rows (computed here when undefined).
-  Tensor<T> mix(std::size_t task, const Tensor<T>& h, Tensor<T> shared_out = {}) {
+  Tensor<T, D> mix(std::size_t task, const Tensor<T, D>& h, Tensor<T, D> shared_out = {}) {
     check_hidden(h);
     if (!shared_out.defined()) shared_out = run(shared, h);
-    Tensor<T> experts = shared_out;
-    if constexpr (NSpecific > 0) experts = concat(std::vector<Tensor<T>>{shared_out, run(specific.at(task), h)}, 2);
+    Tensor<T, D> experts = shared_out;
+    if constexpr (NSpecific > 0) experts = concat(std::vector<Tensor<T, D>>{shared_out, run(specific.at(task), h)}, 2);
     return h + sum(experts * gate(task, h).unsqueeze(3), 2);
   }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    const Tensor<T> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
-    const Tensor<T> shared_out = run(shared, h);  // [B, T, S, C]
-    std::vector<std::optional<Tensor<T>>> out(n_tasks);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    const Tensor<T, D> h = detail::trunk_forward(trunk, batch.ids, batch.padding, detail::packing_of(batch));
+    const Tensor<T, D> shared_out = run(shared, h);  // [B, T, S, C]
+    std::vector<std::optional<Tensor<T, D>>> out(n_tasks);
     for (std::size_t k = 0; k < n_tasks; ++k) {
       if (!rows[k]) continue;
       const bool all = rows[k]->numel() == h.size(0);
@@ -107,10 +109,10 @@ class ExpertSharing : public nn::Module<ExpertSharing<Tr, Names, NShared, NSpeci
     }
     return out;
   }
-  Tensor<T> penalty() { return {}; }
+  Tensor<T, D> penalty() { return {}; }
   // What every task reads: the trunk and the shared experts.
-  nn::ParameterList<T> shared_parameters() const {
-    nn::ParameterList<T> out = trunk.named_parameters("trunk");
+  nn::ParameterList<T, D> shared_parameters() const {
+    nn::ParameterList<T, D> out = trunk.named_parameters("trunk");
     for (auto& p : shared.named_parameters("shared_experts")) out.push_back(p);
     return out;
   }
@@ -126,13 +128,13 @@ class ExpertSharing : public nn::Module<ExpertSharing<Tr, Names, NShared, NSpeci
 
  private:
   // Every expert of `list` on h [B, T, C], stacked: [B, T, n, C].
-  static Tensor<T> run(ExpertList<T>& list, const Tensor<T>& h) {
-    std::vector<Tensor<T>> outs;
+  static Tensor<T, D> run(ExpertList<T, D>& list, const Tensor<T, D>& h) {
+    std::vector<Tensor<T, D>> outs;
     outs.reserve(list.experts.size());
     for (auto& expert : list.experts) outs.push_back(expert(h));
     return stack(outs, 2);
   }
-  void check_hidden(const Tensor<T>& h) const {
+  void check_hidden(const Tensor<T, D>& h) const {
     const Index c = gates.front().in_features();
     if (h.rank() != 3 || h.size(2) != c)
       throw ShapeError("[mtl::MoE] hidden states must be [B, T, " + std::to_string(c) + "], got " + h.shape().to_string());

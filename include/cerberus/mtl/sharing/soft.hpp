@@ -28,7 +28,7 @@
 namespace cerberus::mtl {
 
 template <class Tr, class Names, double Coef, class... Groups>
-class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, typename Tr::element_type, cpu> {
+class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, typename Tr::element_type, trunk_device_t<Tr>> {
   static constexpr std::size_t n_tasks_ = Names::value.size();
   static constexpr std::array<std::size_t, n_tasks_> compute_group_of() {
     if constexpr (sizeof...(Groups) == 0) {
@@ -42,6 +42,7 @@ class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, t
 
  public:
   using T = typename Tr::element_type;
+  using D = trunk_device_t<Tr>;
   static constexpr std::size_t n_tasks = n_tasks_;
   static constexpr std::size_t n_trunks = sizeof...(Groups) == 0 ? n_tasks : sizeof...(Groups);
   static constexpr std::array<std::size_t, n_tasks> group_of = compute_group_of();
@@ -63,16 +64,16 @@ class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, t
   }
 
   Tr& trunk() { return trunks.front(); }
-  HeadContext<T> context(std::size_t task) { return detail::trunk_context(trunks[group_of[task]]); }
+  HeadContext<T, D> context(std::size_t task) { return detail::trunk_context(trunks[group_of[task]]); }
 
-  std::vector<std::optional<Tensor<T>>> hidden(const Batch<T>& batch, const detail::Rows& rows) {
-    std::vector<std::optional<Tensor<T>>> out(n_tasks);
+  std::vector<std::optional<Tensor<T, D>>> hidden(const Batch<T, D>& batch, const detail::Rows<D>& rows) {
+    std::vector<std::optional<Tensor<T, D>>> out(n_tasks);
     const auto routes = detail::group_routes(rows, group_of, n_trunks);
     for (std::size_t g = 0; g < n_trunks; ++g) {
       if (!routes[g].rows) continue;
       const auto& r = *routes[g].rows;
       const bool all = r.numel() == batch.size() && routes[g].parts.size() == 1;
-      const Tensor<T> h = detail::trunk_forward(trunks[g], all ? batch.ids : index_select(batch.ids, 0, r),
+      const Tensor<T, D> h = detail::trunk_forward(trunks[g], all ? batch.ids : index_select(batch.ids, 0, r),
                                                 all ? batch.padding : detail::select_rows(batch.padding, r),
                                                 all ? detail::packing_of(batch) : detail::select_packing(detail::packing_of(batch), r));
       detail::scatter_parts(routes[g], h, out);
@@ -81,22 +82,22 @@ class SoftSharing : public nn::Module<SoftSharing<Tr, Names, Coef, Groups...>, t
   }
 
   // Coef * sum over pairs of trunks and corresponding parameters of the squared L2 distance.
-  Tensor<T> penalty() {
-    std::vector<nn::ParameterList<T>> params;
+  Tensor<T, D> penalty() {
+    std::vector<nn::ParameterList<T, D>> params;
     for (auto& t : trunks) params.push_back(t.named_parameters());
-    Tensor<T> total;
+    Tensor<T, D> total;
     for (std::size_t i = 0; i < params.size(); ++i)
       for (std::size_t j = i + 1; j < params.size(); ++j)
         for (std::size_t p = 0; p < params[i].size(); ++p) {
-          const Tensor<T> d = params[i][p].tensor - params[j][p].tensor;
-          const Tensor<T> s = sum(d * d);
-          total = total.defined() ? Tensor<T>(total + s) : s;
+          const Tensor<T, D> d = params[i][p].tensor - params[j][p].tensor;
+          const Tensor<T, D> s = sum(d * d);
+          total = total.defined() ? Tensor<T, D>(total + s) : s;
         }
     if (!total.defined()) return {};
     return total * Coef;
   }
   // Soft sharing shares no storage; the coupled trunks are what the tasks have in common.
-  nn::ParameterList<T> shared_parameters() const { return this->named_parameters(); }
+  nn::ParameterList<T, D> shared_parameters() const { return this->named_parameters(); }
 
   template <class F>
   void visit_children(F&& f) {

@@ -102,8 +102,8 @@ class CAGrad {
       throw ValueError("[CAGrad] rescale must be 0, 1 or 2, got " + std::to_string(options.rescale));
   }
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     return surgery_backward(l, shared, "CAGrad", gradients_,
                             [&](const GramMatrix& G, const std::vector<std::size_t>&) { return cagrad_coefficients(G, options_); });
   }

@@ -23,6 +23,14 @@
 // double on the bf16 gradients and write the combined gradient back rounded to bf16. A
 // weighting's own learned parameters (Uncertainty, GradNorm) stay float whatever the model's
 // element type: see weighting_parameters below and mtl::Model.
+//
+// Device: the losses and the shared parameters live on the model's device D (TaskLossesOn<D>;
+// TaskLosses is TaskLossesOn<cpu>), and every weighting's backward is a template over it. A
+// weighting with learned parameters keeps them on the model's device: mtl::Model rebinds it
+// through its `on_device<D>` alias (weighting_on_t), e.g. Uncertainty (= UncertaintyOn<cpu>) to
+// UncertaintyOn<cuda>, built from the cpu object the user passed. Per-task gradients (conflict
+// measurement, GradNorm, gradient surgery) are read into double vectors on the host: see
+// task_gradients.hpp for what that costs on a device.
 #pragma once
 
 #include <concepts>
@@ -31,16 +39,21 @@
 #include <string>
 #include <vector>
 
+#include "cerberus/core/device.hpp"
 #include "cerberus/nn/parameter.hpp"
 #include "cerberus/tensor/tensor.hpp"
 
 namespace cerberus::mtl {
 
 // One scalar loss per task, in the model's task order; nullopt = the task is absent from this batch.
-struct TaskLosses {
+// The losses are tensors on device D (the model's).
+template <Device D = cpu>
+struct TaskLossesOn {
+  using device_type = D;
   std::vector<std::string> names;
-  std::vector<std::optional<Tensor<float>>> losses;
+  std::vector<std::optional<Tensor<float, D>>> losses;
 };
+using TaskLosses = TaskLossesOn<cpu>;
 
 struct WeightingReport {
   std::vector<double> losses, weights;
@@ -52,11 +65,26 @@ struct WeightingReport {
 template <class T>
 concept SharedElement = std::same_as<T, float> || std::same_as<T, bfloat16>;
 
-// A weighting usable by a model whose shared parameters have element type T.
-template <class W, class T = float>
-concept LossWeighting = requires(W w, const TaskLosses& l, const nn::ParameterList<T>& shared) {
+// A weighting usable by a model whose shared parameters have element type T, on device D.
+template <class W, class T = float, class D = cpu>
+concept LossWeighting = requires(W w, const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
   { w.backward(l, shared) } -> std::same_as<WeightingReport>;
 };
+
+// Weighting type W for a model on device D: W's own `on_device<D>` (the weightings with learned
+// parameters have one, and a constructor from their cpu form), else W itself (a weighting
+// without device state: its backward is a template over the device).
+template <class W, class D>
+struct weighting_on {
+  using type = W;
+};
+template <class W, class D>
+  requires requires { typename W::template on_device<D>; }
+struct weighting_on<W, D> {
+  using type = typename W::template on_device<D>;
+};
+template <class W, class D>
+using weighting_on_t = typename weighting_on<W, D>::type;
 
 // The number of tasks a weighting type is built for at compile time, for the composition's check
 // "weights match the task count": sizeof...(W) for Static<W...>, 0 (= any count, checked at run
@@ -65,18 +93,19 @@ template <class W>
 inline constexpr std::size_t weighting_task_count = 0;
 
 // A weighting with learned parameters (Uncertainty's log-variances, GradNorm's weights) offers
-// them as `parameters()` so that an optimizer updates them. They are float in every model: a
-// float model's optimizer takes them with the model's parameters (Model::trainable_parameters);
-// a bf16 model's cannot, so they get a float optimizer of their own (Model::weighting_parameters).
-template <class W>
+// them as `parameters()` so that an optimizer updates them. They are float in every model, on
+// the weighting's device D: a float model's optimizer takes them with the model's parameters
+// (Model::trainable_parameters); a bf16 model's cannot, so they get a float optimizer of their
+// own (Model::weighting_parameters).
+template <class W, class D = cpu>
 concept HasWeightingParameters = requires(const W& w) {
-  { w.parameters() } -> std::convertible_to<nn::ParameterList<float>>;
+  { w.parameters() } -> std::convertible_to<nn::ParameterList<float, D>>;
 };
 
-// The weighting's learned parameters, or an empty list when it has none.
-template <class W>
-nn::ParameterList<float> weighting_parameters(const W& w) {
-  if constexpr (HasWeightingParameters<W>) return w.parameters();
+// The weighting's learned parameters on device D, or an empty list when it has none.
+template <Device D = cpu, class W>
+nn::ParameterList<float, D> weighting_parameters(const W& w) {
+  if constexpr (HasWeightingParameters<W, D>) return w.parameters();
   else return {};
 }
 

@@ -76,8 +76,8 @@ class DWA {
     return w;
   }
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     const std::vector<std::size_t> present = present_tasks(l, "DWA");
     const std::size_t n = l.losses.size();
     if (sum_.size() != n) {
@@ -86,8 +86,8 @@ class DWA {
       count_.assign(n, 0);
     }
     const std::vector<double> w = weights(n, present);
-    std::vector<Tensor<float>> terms;
-    for (std::size_t i : present) terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
+    std::vector<Tensor<float, D>> terms;
+    for (std::size_t i : present) terms.push_back(Tensor<float, D>(*l.losses[i] * static_cast<float>(w[i])));
     WeightingReport r = backward_weighted_terms(l, present, terms, w, shared, options_.measure_conflict, gradients_);
     for (std::size_t i : present) {
       sum_[i] += r.losses[i];

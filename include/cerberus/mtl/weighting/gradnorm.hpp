@@ -17,6 +17,10 @@
 // renormalised to sum to N (the paper renormalises after each update; same weights in force).
 // Sums and means run over the tasks present in the batch; an absent task's weight gets no
 // gradient. Cost: one backward per present task (the norms need each task's own gradient on W).
+// Device: GradNormOn<D> keeps w on device D; GradNorm is GradNormOn<cpu>, and a model on cuda
+// turns the one it is given into GradNormOn<cuda> (on_device, the converting constructor). The
+// norms G_i are read on the host (task_gradients.hpp); only W's gradients are copied unless
+// measure_conflict asks for every shared one.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +28,7 @@
 #include <cstddef>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,29 +49,42 @@ struct GradNormOptions {
   bool measure_conflict = false;
 };
 
-class GradNorm {
+template <Device D = cpu>
+class GradNormOn {
  public:
-  explicit GradNorm(std::size_t task_count, GradNormOptions options = {}) : options_(std::move(options)) {
+  template <Device D2>
+  using on_device = GradNormOn<D2>;
+
+  explicit GradNormOn(std::size_t task_count, GradNormOptions options = {}) : options_(std::move(options)) {
     if (task_count == 0) throw ValueError("[GradNorm] needs at least one task");
     if (!(options_.alpha >= 0) || !std::isfinite(options_.alpha)) throw ValueError("[GradNorm] alpha must be finite and >= 0");
     if (!(options_.min_weight > 0)) throw ValueError("[GradNorm] min_weight must be > 0");
-    weights_ = ones<float>(Shape{static_cast<Index>(task_count)});
+    weights_ = ones<float, D>(Shape{static_cast<Index>(task_count)});
     weights_.set_requires_grad(true);
     initial_loss_.assign(task_count, std::numeric_limits<double>::quiet_NaN());
   }
+  // The same weighting on device D: its weights copied (a fresh leaf, no gradient carried over)
+  // with its statistics (initial losses, last norms).
+  template <Device D2>
+    requires(!std::is_same_v<D2, D>)
+  explicit GradNormOn(const GradNormOn<D2>& other)
+      : options_(other.options_), weights_(other.weights_.detach().template to<D>()), initial_loss_(other.initial_loss_),
+        grad_norms_(other.grad_norms_), targets_(other.targets_), gradnorm_loss_(other.gradnorm_loss_) {
+    weights_.set_requires_grad(true);
+  }
 
-  const Tensor<float>& weights() const { return weights_; }
-  nn::ParameterList<float> parameters() const { return {{"gradnorm.weights", weights_}}; }
+  const Tensor<float, D>& weights() const { return weights_; }
+  nn::ParameterList<float, D> parameters() const { return {{"gradnorm.weights", weights_}}; }
   // Of the last backward, per task (NaN for absent tasks): G_i = ||grad_W w_i L_i|| and the target.
   const std::vector<double>& grad_norms() const { return grad_norms_; }
   const std::vector<double>& target_norms() const { return targets_; }
   double gradnorm_loss() const { return gradnorm_loss_; }
 
   template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     const auto n = static_cast<std::size_t>(weights_.numel());
     const std::vector<std::size_t> present = present_tasks(l, "GradNorm", n);
-    const Tensor<T> layer = find_layer(shared);
+    const Tensor<T, D> layer = find_layer(shared);
     const std::vector<double> w = renormalise();
     const double nan = std::numeric_limits<double>::quiet_NaN();
     grad_norms_.assign(n, nan);
@@ -75,9 +93,9 @@ class GradNorm {
 
     WeightingReport r = empty_report(n, options_.measure_conflict);
     if (present.empty()) return r;
-    std::vector<Tensor<float>> terms;
+    std::vector<Tensor<float, D>> terms;
     for (std::size_t i : present) {
-      terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
+      terms.push_back(Tensor<float, D>(*l.losses[i] * static_cast<float>(w[i])));
       r.losses[i] = static_cast<double>(l.losses[i]->item());
       r.weights[i] = w[i];
       r.total += w[i] * r.losses[i];
@@ -85,7 +103,7 @@ class GradNorm {
     }
 
     // Each task's own gradient on W (and on every shared parameter when measuring conflict).
-    gradients_.bind(options_.measure_conflict ? shared : nn::ParameterList<T>{{"layer", layer}});
+    gradients_.bind(options_.measure_conflict ? shared : nn::ParameterList<T, D>{{"layer", layer}});
     per_task_backward(terms, gradients_);
     const auto [offset, count] = gradients_.range_of(layer);
     std::vector<double> G(present.size(), 0.0), lt(present.size(), 1.0);
@@ -113,14 +131,14 @@ class GradNorm {
     gradients_.restore(std::vector<double>(present.size(), 1.0));
 
     // dL_grad/dw through the tape, so the weights' .grad() accumulates like any parameter's.
-    const Tensor<float> lgrad = sum(abs(weights_ * from_vector<float>(unit_norm) - from_vector<float>(target)));
+    const Tensor<float, D> lgrad = sum(abs(weights_ * to_device(from_vector<float>(unit_norm)) - to_device(from_vector<float>(target))));
     lgrad.backward();
     return r;
   }
 
  private:
   template <SharedElement T>
-  Tensor<T> find_layer(const nn::ParameterList<T>& shared) const {
+  Tensor<T, D> find_layer(const nn::ParameterList<T, D>& shared) const {
     if (shared.empty()) throw ValueError("[GradNorm] needs at least one shared parameter to measure gradient norms on");
     if (options_.layer.empty()) return shared.back().tensor;
     std::string names;
@@ -129,6 +147,10 @@ class GradNorm {
       names += (names.empty() ? "" : ", ") + p.name;
     }
     throw ValueError("[GradNorm] layer '" + options_.layer + "' is not among the shared parameters (" + names + ")");
+  }
+  static Tensor<float, D> to_device(const Tensor<float>& host) {
+    if constexpr (std::is_same_v<D, cpu>) return host;
+    else return host.template to<D>();
   }
   // Clamps the weights to >= min_weight and rescales them to sum to N; returns them.
   std::vector<double> renormalise() {
@@ -145,15 +167,19 @@ class GradNorm {
       v[i] = static_cast<float>(w[i]);
     }
     NoGradGuard no_grad;
-    weights_.assign(from_vector<float>(v));
+    weights_.assign(to_device(from_vector<float>(v)));
     return w;
   }
 
+  template <Device>
+  friend class GradNormOn;
   GradNormOptions options_;
-  Tensor<float> weights_;
+  Tensor<float, D> weights_;
   std::vector<double> initial_loss_, grad_norms_, targets_;
   double gradnorm_loss_ = 0;
   SharedGradients gradients_;
 };
+
+using GradNorm = GradNormOn<cpu>;
 
 }  // namespace cerberus::mtl

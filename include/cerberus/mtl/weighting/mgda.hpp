@@ -65,8 +65,8 @@ class MGDA {
  public:
   explicit MGDA(MGDAOptions options = {}) : options_(options) {}
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     return surgery_backward(l, shared, "MGDA", gradients_, [&](const GramMatrix& G, const std::vector<std::size_t>& present) {
       std::vector<double> losses;
       for (std::size_t i : present) losses.push_back(static_cast<double>(l.losses[i]->item()));

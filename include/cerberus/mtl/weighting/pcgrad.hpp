@@ -59,8 +59,8 @@ class PCGrad {
   explicit PCGrad(PCGradOptions options = {}) : generator_(options.seed) {}
   Generator& generator() { return generator_; }
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     return surgery_backward(l, shared, "PCGrad", gradients_,
                             [&](const GramMatrix& G, const std::vector<std::size_t>&) { return pcgrad_coefficients(G, generator_); });
   }

@@ -33,8 +33,8 @@ class RLW {
 
   Generator& generator() { return generator_; }
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     const std::vector<std::size_t> present = present_tasks(l, "RLW");
     const std::size_t n = l.losses.size();
     std::vector<double> w(n, 0.0);
@@ -45,8 +45,8 @@ class RLW {
       for (std::size_t i : present) total += (w[i] = std::exp(z[i] - zmax));
       for (std::size_t i : present) w[i] /= total;
     }
-    std::vector<Tensor<float>> terms;
-    for (std::size_t i : present) terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
+    std::vector<Tensor<float, D>> terms;
+    for (std::size_t i : present) terms.push_back(Tensor<float, D>(*l.losses[i] * static_cast<float>(w[i])));
     return backward_weighted_terms(l, present, terms, w, shared, options_.measure_conflict, gradients_);
   }
 

@@ -37,12 +37,12 @@ inline void check_weights(const std::vector<double>& w, const char* op) {
 }
 
 // sum_i w_i L_i over the present tasks.
-template <SharedElement T>
-WeightingReport backward_static(const TaskLosses& l, const std::vector<double>& w, const nn::ParameterList<T>& shared, bool measure_conflict,
+template <SharedElement T, Device D>
+WeightingReport backward_static(const TaskLossesOn<D>& l, const std::vector<double>& w, const nn::ParameterList<T, D>& shared, bool measure_conflict,
                                 SharedGradients& gradients, const char* op, std::size_t expected) {
   const std::vector<std::size_t> present = present_tasks(l, op, expected);
-  std::vector<Tensor<float>> terms;
-  for (std::size_t i : present) terms.push_back(Tensor<float>(*l.losses[i] * static_cast<float>(w[i])));
+  std::vector<Tensor<float, D>> terms;
+  for (std::size_t i : present) terms.push_back(Tensor<float, D>(*l.losses[i] * static_cast<float>(w[i])));
   return backward_weighted_terms(l, present, terms, w, shared, measure_conflict, gradients);
 }
 }  // namespace detail
@@ -58,8 +58,8 @@ class Static {
 
   explicit Static(ConflictOptions options = {}) : options_(options) {}
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     return detail::backward_static(l, std::vector<double>{W...}, shared, options_.measure_conflict, gradients_, "Static", task_count);
   }
 
@@ -83,8 +83,8 @@ class RuntimeStatic {
   }
   const std::vector<double>& weights() const { return weights_; }
 
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     if (weights_.empty()) throw ValueError("[RuntimeStatic] no weights set; pass one weight per task to the constructor or set_weights()");
     if (weights_.size() != l.losses.size())
       throw ValueError("[RuntimeStatic] " + std::to_string(weights_.size()) + " weights for " + std::to_string(l.losses.size()) +
@@ -101,8 +101,8 @@ class RuntimeStatic {
 class Equal {
  public:
   explicit Equal(ConflictOptions options = {}) : options_(options) {}
-  template <SharedElement T>
-  WeightingReport backward(const TaskLosses& l, const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
     return detail::backward_static(l, std::vector<double>(l.losses.size(), 1.0), shared, options_.measure_conflict, gradients_, "Equal", 0);
   }
 

@@ -12,6 +12,13 @@
 //   restore(c)         shared .grad() = set aside + sum_k c_k g_k
 // Cost: K backward passes instead of one (the forward graph is kept until the last), plus K
 // copies of D values, K(K+1)/2 dot products of length D and one combining pass.
+//
+// On a device (cuda) the same arithmetic runs on the host, in double, for correctness first:
+// each take(k) copies the D shared gradient values to the host (K copies of 4 D bytes for float,
+// 2 D for bf16, each a synchronisation), and restore() builds the combined gradient on the host
+// and copies it back (one upload of D values). For a trunk of P shared parameters that is
+// (K + 1) P values over the bus per step on top of the K backward passes; plain weightings
+// without measure_conflict never come here and stay on the device.
 #pragma once
 
 #include <algorithm>
@@ -21,8 +28,10 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
+
+#include <memory>
+#include <type_traits>
 
 #include "cerberus/autograd/grad_mode.hpp"
 #include "cerberus/backend/cpu/thread_pool.hpp"
@@ -37,7 +46,8 @@ namespace cerberus::mtl {
 
 // Checks `l` and returns the indices of the tasks present in this batch. `expected` > 0 is the task
 // count the weighting was built for.
-inline std::vector<std::size_t> present_tasks(const TaskLosses& l, const char* op, std::size_t expected = 0) {
+template <Device D>
+std::vector<std::size_t> present_tasks(const TaskLossesOn<D>& l, const char* op, std::size_t expected = 0) {
   const std::string tag = std::string("[") + op + "] ";
   if (l.names.size() != l.losses.size())
     throw ValueError(tag + "got " + std::to_string(l.names.size()) + " task names for " + std::to_string(l.losses.size()) +
@@ -48,7 +58,7 @@ inline std::vector<std::size_t> present_tasks(const TaskLosses& l, const char* o
   std::vector<std::size_t> present;
   for (std::size_t i = 0; i < l.losses.size(); ++i) {
     if (!l.losses[i]) continue;
-    const Tensor<float>& loss = *l.losses[i];
+    const Tensor<float, D>& loss = *l.losses[i];
     if (!loss.defined()) throw ValueError(tag + "the loss of task '" + l.names[i] + "' is an undefined tensor; pass nullopt for an absent task");
     if (loss.numel() != 1)
       throw ShapeError(tag + "the loss of task '" + l.names[i] + "' has shape " + loss.shape().to_string() +
@@ -74,7 +84,8 @@ inline WeightingReport empty_report(std::size_t n, bool with_cosine) {
 // The gradients of the shared parameters as flat vectors in double: one per task, plus the
 // gradients held before the step. Parameters may be float or bf16 (SharedElement; one list is
 // one type): bf16 gradients are read exactly into double and the combined gradient is written
-// back rounded to bf16. Frozen parameters (requires_grad off) and repeated entries (tied
+// back rounded to bf16. Parameters may live on any device (the flat vectors are on the host; see
+// the top of this file for the copies a device costs). Frozen parameters (requires_grad off) and repeated entries (tied
 // weights) are left out. A weighting keeps one and binds it each step, so its buffers are
 // reused: steps after the first touch no fresh memory (a fresh page costs ~12 us here, more
 // than the arithmetic). Passes over the elements run on the thread pool; sums use fixed blocks,
@@ -85,29 +96,29 @@ class SharedGradients {
 
   // Takes the parameters of this step and sets the gradients they hold aside (zeroing them), so
   // that the next backward leaves exactly its own gradient.
-  template <SharedElement T>
-  void bind(const nn::ParameterList<T>& shared) {
+  template <SharedElement T, Device D>
+  void bind(const nn::ParameterList<T, D>& shared) {
     slots_.clear();
     size_ = 0;
     any_stashed_ = false;
     for (const auto& p : nn::unique_parameters(shared)) {
       if (!p.tensor.defined() || !p.tensor.requires_grad()) continue;
-      slots_.push_back({p.tensor, size_, static_cast<std::size_t>(p.tensor.numel()), false});
+      slots_.push_back({std::make_shared<Param<T, D>>(p.tensor), size_, static_cast<std::size_t>(p.tensor.numel()), false});
       size_ += static_cast<std::size_t>(p.tensor.numel());
     }
     for (auto& s : slots_) {
-      if (!std::visit([](const auto& tensor) { return tensor.grad().defined(); }, s.tensor)) continue;
+      if (!s.param->has_grad()) continue;
       if (!any_stashed_) stash_.resize(size_);
       any_stashed_ = s.stashed = true;
-      move_grad(s, stash_.data() + s.offset);
+      s.param->move_grad(stash_.data() + s.offset);
     }
   }
   std::size_t size() const { return size_; }
   // Where a parameter's elements lie in the flat vectors: {offset, count}; {0, 0} if not held.
-  template <SharedElement T>
-  std::pair<std::size_t, std::size_t> range_of(const Tensor<T>& p) const {
+  template <SharedElement T, Device D>
+  std::pair<std::size_t, std::size_t> range_of(const Tensor<T, D>& p) const {
     for (const auto& s : slots_)
-      if (const auto* t = std::get_if<Tensor<T>>(&s.tensor); t && t->data() == p.data()) return {s.offset, s.numel};
+      if (s.param->data() == static_cast<const void*>(p.data())) return {s.offset, s.numel};
     return {0, 0};
   }
   // Task k's gradient, as left by take(k).
@@ -119,7 +130,7 @@ class SharedGradients {
     if (tasks_.size() <= k) tasks_.resize(k + 1);
     tasks_[k].resize(size_);
     for (auto& s : slots_)
-      if (!move_grad(s, tasks_[k].data() + s.offset)) std::fill_n(tasks_[k].data() + s.offset, s.numel, 0.0);
+      if (!s.param->move_grad(tasks_[k].data() + s.offset)) std::fill_n(tasks_[k].data() + s.offset, s.numel, 0.0);
   }
 
   // G[i][j] = <g_i, g_j> over the first K tasks.
@@ -155,65 +166,80 @@ class SharedGradients {
   // Sets every shared gradient to the one set aside plus sum_k c[k] g_k (in one pass, summed in
   // double, then rounded to the parameter's type).
   void restore(const std::vector<double>& c) {
-    const std::size_t K = c.size();
-    for (auto& s : slots_) std::visit([&](const auto& tensor) { restore_slot(s, tensor, c, K); }, s.tensor);
+    for (auto& s : slots_) s.param->restore(s.stashed ? stash_.data() + s.offset : nullptr, tasks_, s.offset, s.numel, c);
   }
 
  private:
+  // One shared parameter, its element type and device erased (float or bf16; cpu or a device).
+  struct ParamBase {
+    virtual ~ParamBase() = default;
+    virtual const void* data() const = 0;
+    virtual bool has_grad() const = 0;
+    // Copies the gradient into `out` (exactly, in double) and zeroes it; false when it has none.
+    virtual bool move_grad(double* out) const = 0;
+    // gradient = stash (or 0) + sum_k c[k] tasks[k][offset ..], rounded to the parameter's type.
+    virtual void restore(const double* stash, const std::vector<std::vector<double>>& tasks, std::size_t offset, std::size_t numel,
+                         const std::vector<double>& c) const = 0;
+  };
+  template <SharedElement T, Device D>
+  struct Param final : ParamBase {
+    Tensor<T, D> tensor;
+    explicit Param(Tensor<T, D> t) : tensor(std::move(t)) {}
+    const void* data() const override { return tensor.data(); }
+    bool has_grad() const override { return tensor.grad().defined(); }
+    bool move_grad(double* out) const override {
+      const auto g = tensor.grad();
+      if (!g.defined()) return false;
+      const Tensor<T, cpu> src = [&] {  // gradients are contiguous (AccumulateGrad adopts or clones)
+        if constexpr (std::is_same_v<D, cpu>) return g.contiguous();
+        else return g.template to<cpu>();  // a device gradient: one copy to the host
+      }();
+      const T* in = src.data();
+      parallel_for(0, src.numel(), block, [&](Index b, Index e) {
+        for (Index x = b; x < e; ++x) out[x] = static_cast<double>(static_cast<float>(in[x]));
+      });
+      tensor.zero_grad();
+      return true;
+    }
+    void restore(const double* stash, const std::vector<std::vector<double>>& tasks, std::size_t offset, std::size_t numel,
+                 const std::vector<double>& c) const override {
+      const std::size_t K = c.size();
+      Tensor<T, D> g = tensor.grad();
+      if (!g.defined()) {
+        bool zero = true;  // no task reached this parameter and nothing was set aside
+        for (std::size_t k = 0; k < K && zero; ++k)
+          for (std::size_t e = 0; e < numel && zero; ++e) zero = c[k] * tasks[k][offset + e] == 0.0;
+        if (zero) return;
+        make_grad(tensor);
+        g = tensor.grad();
+      }
+      const bool direct = std::is_same_v<D, cpu> && g.is_contiguous();  // a device gradient is built on the host, then copied
+      std::vector<T> staging(direct ? 0 : numel);
+      T* out = direct ? g.data() : staging.data();
+      parallel_for(0, static_cast<Index>(numel), block, [&](Index b, Index e) {
+        for (Index x = b; x < e; ++x) {
+          double v = stash ? stash[x] : 0.0;
+          for (std::size_t k = 0; k < K; ++k) v += c[k] * tasks[k][offset + static_cast<std::size_t>(x)];
+          out[x] = static_cast<T>(static_cast<float>(v));
+        }
+      });
+      if (!direct) {
+        NoGradGuard no_grad;
+        if constexpr (std::is_same_v<D, cpu>) g.assign(from_vector<T>(staging, g.shape()));
+        else g.assign(from_vector<T>(staging, g.shape()).template to<D>());
+      }
+    }
+    // Gives a parameter a zero gradient through the tape (the only writer of .grad()).
+    static void make_grad(const Tensor<T, D>& p) {
+      const auto zero = sum(p * 0.0f);
+      zero.backward();
+    }
+  };
   struct Slot {
-    std::variant<Tensor<float>, Tensor<bfloat16>> tensor;
+    std::shared_ptr<const ParamBase> param;
     std::size_t offset, numel;
     bool stashed;
   };
-  template <SharedElement T>
-  void restore_slot(const Slot& s, const Tensor<T>& tensor, const std::vector<double>& c, std::size_t K) {
-    Tensor<T> g = tensor.grad();
-    if (!g.defined()) {
-      bool zero = true;  // no task reached this parameter and nothing was set aside
-      for (std::size_t k = 0; k < K && zero; ++k)
-        for (std::size_t e = 0; e < s.numel && zero; ++e) zero = c[k] * tasks_[k][s.offset + e] == 0.0;
-      if (zero) return;
-      make_grad(tensor);
-      g = tensor.grad();
-    }
-    const bool direct = g.is_contiguous();
-    std::vector<T> staging(direct ? 0 : s.numel);
-    T* out = direct ? g.data() : staging.data();
-    const double* stash = s.stashed ? stash_.data() + s.offset : nullptr;
-    parallel_for(0, static_cast<Index>(s.numel), block, [&](Index b, Index e) {
-      for (Index x = b; x < e; ++x) {
-        double v = stash ? stash[x] : 0.0;
-        for (std::size_t k = 0; k < K; ++k) v += c[k] * tasks_[k][s.offset + static_cast<std::size_t>(x)];
-        out[x] = static_cast<T>(static_cast<float>(v));
-      }
-    });
-    if (!direct) {
-      NoGradGuard no_grad;
-      g.assign(from_vector<T>(staging, g.shape()));
-    }
-  }
-  // Copies the slot's gradient into `out` (exactly, in double) and zeroes it; false when it has none.
-  static bool move_grad(const Slot& s, double* out) {
-    return std::visit(
-        [&](const auto& tensor) {
-          const auto g = tensor.grad();
-          if (!g.defined()) return false;
-          const auto src = g.contiguous();  // gradients are contiguous (AccumulateGrad adopts or clones)
-          const auto* in = src.data();
-          parallel_for(0, src.numel(), block, [&](Index b, Index e) {
-            for (Index x = b; x < e; ++x) out[x] = static_cast<double>(static_cast<float>(in[x]));
-          });
-          tensor.zero_grad();
-          return true;
-        },
-        s.tensor);
-  }
-  // Gives a parameter a zero gradient through the tape (the only writer of .grad()).
-  template <SharedElement T>
-  static void make_grad(const Tensor<T>& p) {
-    const auto zero = sum(p * 0.0f);
-    zero.backward();
-  }
   std::vector<Slot> slots_;
   std::size_t size_ = 0;
   bool any_stashed_ = false;
@@ -223,7 +249,8 @@ class SharedGradients {
 
 // Runs terms[k].backward() one task at a time (retaining the graph until the last) and leaves
 // each task's gradient on the shared parameters in shared.task(k). Bind `shared` first.
-inline void per_task_backward(const std::vector<Tensor<float>>& terms, SharedGradients& shared) {
+template <Device D>
+void per_task_backward(const std::vector<Tensor<float, D>>& terms, SharedGradients& shared) {
   for (std::size_t k = 0; k < terms.size(); ++k) {
     terms[k].backward(/*retain_graph=*/k + 1 < terms.size());
     shared.take(k);
@@ -253,10 +280,10 @@ inline std::vector<std::vector<double>> cosine_matrix(std::size_t n, const std::
 // learned form), weights[i] the weight of task i (all n tasks; absent ones are reported as 0).
 // Without conflict measurement: one backward of sum_k terms[k]. With it: one backward per task
 // (the cosines need each task's own shared gradient) and the shared gradients summed in double.
-template <SharedElement T>
-WeightingReport backward_weighted_terms(const TaskLosses& l, const std::vector<std::size_t>& present,
-                                        const std::vector<Tensor<float>>& terms, const std::vector<double>& weights,
-                                        const nn::ParameterList<T>& shared, bool measure_conflict, SharedGradients& grads) {
+template <SharedElement T, Device D>
+WeightingReport backward_weighted_terms(const TaskLossesOn<D>& l, const std::vector<std::size_t>& present,
+                                        const std::vector<Tensor<float, D>>& terms, const std::vector<double>& weights,
+                                        const nn::ParameterList<T, D>& shared, bool measure_conflict, SharedGradients& grads) {
   WeightingReport r = empty_report(l.losses.size(), measure_conflict);
   for (std::size_t k = 0; k < present.size(); ++k) {
     r.losses[present[k]] = static_cast<double>(l.losses[present[k]]->item());
@@ -264,16 +291,16 @@ WeightingReport backward_weighted_terms(const TaskLosses& l, const std::vector<s
   }
   if (present.empty()) return r;
   if (!measure_conflict) {
-    Tensor<float> total = terms[0];
-    for (std::size_t k = 1; k < terms.size(); ++k) total = Tensor<float>(total + terms[k]);
+    Tensor<float, D> total = terms[0];
+    for (std::size_t k = 1; k < terms.size(); ++k) total = Tensor<float, D>(total + terms[k]);
     r.total = static_cast<double>(total.item());
     total.backward();
     return r;
   }
   {
     NoGradGuard no_grad;
-    Tensor<float> total = terms[0].detach();
-    for (std::size_t k = 1; k < terms.size(); ++k) total = Tensor<float>(total + terms[k].detach());
+    Tensor<float, D> total = terms[0].detach();
+    for (std::size_t k = 1; k < terms.size(); ++k) total = Tensor<float, D>(total + terms[k].detach());
     r.total = static_cast<double>(total.item());
   }
   grads.bind(shared);
@@ -286,13 +313,13 @@ WeightingReport backward_weighted_terms(const TaskLosses& l, const std::vector<s
 // The backward of a gradient-surgery weighting: one backward per present task at weight 1 (heads
 // get their own task's plain gradient), then `coefficients(G, present)` (G = the Gram matrix of
 // the present tasks' shared gradients) gives c with shared gradient = sum_k c[k] g_k.
-template <SharedElement T, class Coefficients>
-WeightingReport surgery_backward(const TaskLosses& l, const nn::ParameterList<T>& shared, const char* op, SharedGradients& grads,
+template <SharedElement T, Device D, class Coefficients>
+WeightingReport surgery_backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared, const char* op, SharedGradients& grads,
                                  Coefficients&& coefficients) {
   const std::vector<std::size_t> present = present_tasks(l, op);
   WeightingReport r = empty_report(l.losses.size(), true);
   if (present.empty()) return r;
-  std::vector<Tensor<float>> terms;
+  std::vector<Tensor<float, D>> terms;
   for (std::size_t i : present) {
     terms.push_back(*l.losses[i]);
     r.losses[i] = static_cast<double>(l.losses[i]->item());
