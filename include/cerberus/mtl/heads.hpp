@@ -39,6 +39,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cerberus/core/device.hpp"
 #include "cerberus/mtl/batch.hpp"
 #include "cerberus/nn/embedding.hpp"
 #include "cerberus/nn/linear.hpp"
@@ -72,16 +73,7 @@ concept TaskHead = requires(H& h, const Tensor<T, D>& x, const Tensor<std::uint8
 // Head type H on device D: H's own `on_device<D>` (every head here has one), else H itself (a
 // head of your own without it runs on the device it was written for).
 template <class H, class D>
-struct head_on {
-  using type = H;
-};
-template <class H, class D>
-  requires requires { typename H::template on_device<D>; }
-struct head_on<H, D> {
-  using type = typename H::template on_device<D>;
-};
-template <class H, class D>
-using head_on_t = typename head_on<H, D>::type;
+using head_on_t = rebind_device_t<H, D>;
 
 enum class Pooling { first, mean, last };
 enum class Tying { tied, untied };

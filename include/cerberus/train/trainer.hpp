@@ -76,6 +76,7 @@
 #include <vector>
 
 #include "cerberus/autograd/grad_mode.hpp"
+#include "cerberus/core/device.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/core/random.hpp"
 #include "cerberus/io/checkpoint.hpp"
@@ -97,16 +98,7 @@ inline constexpr bool is_batch<mtl::Batch<E, D>> = true;
 
 // The device a model runs on: M::device_type (nn modules and mtl::Model), else cpu.
 template <class M>
-struct model_device {
-  using type = cpu;
-};
-template <class M>
-  requires requires { typename M::device_type; }
-struct model_device<M> {
-  using type = typename M::device_type;
-};
-template <class M>
-using model_device_t = typename model_device<M>::type;
+using model_device_t = device_of_t<M>;
 }  // namespace detail
 
 // Where batches come from: next() (an mtl::Batch of any element type, usually on the host), and

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cerberus/core/device.hpp"
 #include "cerberus/mtl/heads.hpp"
 #include "cerberus/nn/config.hpp"
 #include "cerberus/nn/embedding.hpp"
@@ -27,16 +28,7 @@ namespace cerberus::mtl {
 
 // The device a trunk runs on: S::device_type, or cpu when S names none.
 template <class S>
-struct trunk_device {
-  using type = cpu;
-};
-template <class S>
-  requires requires { typename S::device_type; }
-struct trunk_device<S> {
-  using type = typename S::device_type;
-};
-template <class S>
-using trunk_device_t = typename trunk_device<S>::type;
+using trunk_device_t = device_of_t<S>;
 
 // A trunk: a module mapping ids [B, T] and key padding [B, T] to hidden states [B, T, C] after
 // its final norm, with a TransformerConfig (nn::Encoder, nn::Decoder, or a type of your own).

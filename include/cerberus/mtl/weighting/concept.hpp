@@ -75,16 +75,7 @@ concept LossWeighting = requires(W w, const TaskLossesOn<D>& l, const nn::Parame
 // parameters have one, and a constructor from their cpu form), else W itself (a weighting
 // without device state: its backward is a template over the device).
 template <class W, class D>
-struct weighting_on {
-  using type = W;
-};
-template <class W, class D>
-  requires requires { typename W::template on_device<D>; }
-struct weighting_on<W, D> {
-  using type = typename W::template on_device<D>;
-};
-template <class W, class D>
-using weighting_on_t = typename weighting_on<W, D>::type;
+using weighting_on_t = rebind_device_t<W, D>;
 
 // The number of tasks a weighting type is built for at compile time, for the composition's check
 // "weights match the task count": sizeof...(W) for Static<W...>, 0 (= any count, checked at run
