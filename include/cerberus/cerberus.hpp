@@ -16,6 +16,7 @@
 #include "cerberus/ops/embedding.hpp"
 #include "cerberus/ops/dropout.hpp"
 #include "cerberus/ops/norm.hpp"
+#include "cerberus/ops/linear_cross_entropy.hpp"
 #include "cerberus/ops/loss.hpp"
 #include "cerberus/ops/attention.hpp"
 #include "cerberus/nn/parameter.hpp"

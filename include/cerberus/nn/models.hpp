@@ -4,7 +4,8 @@
 // The trunk contract: hidden(...) / decode(...) return hidden states [B, T, C] after the final
 // norm; logits(hidden) -> [B, T, V] is a separate call so that other heads can share the trunk;
 // forward(...) = logits(hidden(...)); loss(...) = cross_entropy(logits, targets) with
-// ignore_index (mean over counted tokens). Ids are int64, padding masks uint8 with nonzero =
+// ignore_index (mean over counted tokens), computed by linear_cross_entropy from the hidden
+// states: on the CPU the [B, T, V] logits are never held whole (ops/linear_cross_entropy.hpp). Ids are int64, padding masks uint8 with nonzero =
 // padded (ops/attention.hpp's convention).
 //
 // Parameter names, DecoderOnly (i = 0 .. n_layers-1; bias entries only with config.bias and
@@ -33,6 +34,7 @@
 #include "cerberus/nn/module.hpp"
 #include "cerberus/nn/stacks.hpp"
 #include "cerberus/ops/linear.hpp"
+#include "cerberus/ops/linear_cross_entropy.hpp"
 #include "cerberus/ops/loss.hpp"
 
 namespace cerberus::nn {
@@ -76,7 +78,7 @@ class DecoderOnly : public Module<DecoderOnly<T, D>, T, D> {
                     const Packing<D>& packing = {}) {
     CrossEntropyOptions options;
     options.ignore_index = ignore_index;
-    return cross_entropy(forward(ids, key_padding, packing), targets, options);
+    return linear_cross_entropy(hidden(ids, key_padding, packing), lm_head_weight(), targets, options);
   }
 
   Cache make_cache(Index batch, Index capacity = 0) const { return decoder.make_cache(batch, capacity); }
@@ -134,7 +136,7 @@ class EncoderDecoder : public Module<EncoderDecoder<T, D>, T, D> {
                     std::int64_t ignore_index = -100) {
     CrossEntropyOptions options;
     options.ignore_index = ignore_index;
-    return cross_entropy(forward(src, tgt_in, src_padding, tgt_padding), tgt_out, options);
+    return linear_cross_entropy(decode(tgt_in, encode(src, src_padding), src_padding, tgt_padding), lm_head_weight(), tgt_out, options);
   }
 
   Cache make_cache(Index batch, Index capacity = 0) const { return decoder.make_cache(batch, capacity); }

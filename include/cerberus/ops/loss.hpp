@@ -147,7 +147,9 @@ void cross_entropy_forward(const T* x, const std::int64_t* target, Index rows, I
 }
 
 // Backward: dx[r] = (softmax(x[r]) - (1 - e) onehot(t) - e / V) * coef[r]; rows with coef 0
-// (ignored, zero weight) get zeros. One pass per row: exp, scale, store.
+// (ignored, zero weight) get zeros. One pass per row: exp, scale, store. dx may be x itself
+// (linear_cross_entropy turns a block of logits into its gradient in place): each row reads its
+// target's logit before the pass overwrites it.
 template <class T>
 void cross_entropy_backward(const T* x, const std::int64_t* target, const CrossEntropyRow<compute_t<T>>* stats, const double* coef,
                             Index rows, Index v, double smoothing, T* dx) {
@@ -162,6 +164,8 @@ void cross_entropy_backward(const T* x, const std::int64_t* target, const CrossE
         continue;
       }
       const T* xr = x + r * v;
+      const std::int64_t t = target[r];
+      const C x_target = static_cast<C>(xr[t]);
       const C k = static_cast<C>(coef[r]);
       const C off = static_cast<C>(smoothing / static_cast<double>(v) * coef[r]);
       const C shift = stats[r].shift, log_sum = stats[r].log_sum;
@@ -176,8 +180,7 @@ void cross_entropy_backward(const T* x, const std::int64_t* target, const CrossE
       }
       for (; i < v; ++i) dr[i] = static_cast<T>(math::exp((static_cast<C>(xr[i]) - shift) - log_sum) * k - off);
       // The target's element again, with its one-hot term, rounded once.
-      const std::int64_t t = target[r];
-      dr[t] = static_cast<T>(math::exp((static_cast<C>(xr[t]) - shift) - log_sum) * k - off - static_cast<C>((1.0 - smoothing) * coef[r]));
+      dr[t] = static_cast<T>(math::exp((x_target - shift) - log_sum) * k - off - static_cast<C>((1.0 - smoothing) * coef[r]));
     }
   });
 }
@@ -195,11 +198,60 @@ inline Shape cross_entropy_rows_shape(const Shape& logits) {
 }
 
 // targets / weights may have the leading shape or be flat [N].
-inline void check_cross_entropy_rows(const Shape& logits, const Shape& given, const char* what) {
+inline void check_cross_entropy_rows(const Shape& logits, const Shape& given, const char* what, const char* op = "cross_entropy") {
   const Shape rows = cross_entropy_rows_shape(logits);
   if (given == rows || (given.rank() == 1 && given[0] == rows.numel())) return;
-  throw ShapeError(std::string("[cross_entropy] ") + what + " of shape " + given.to_string() + " do not fit logits of shape " +
+  throw ShapeError(std::string("[") + op + "] " + what + " of shape " + given.to_string() + " do not fit logits of shape " +
                    logits.to_string() + " (expected " + rows.to_string() + " or [" + std::to_string(rows.numel()) + "])");
+}
+
+// The CPU path's view of the targets: a private copy (N integers: a later in-place change cannot
+// send the backward out of range), each row's weight (0 for an ignored row) and their total over
+// the counted rows. Targets are checked before any work, in row order, so the first bad row is
+// the one reported.
+struct CrossEntropyRowWeights {
+  Tensor<std::int64_t> targets;
+  std::vector<double> weights;
+  double total = 0.0;
+};
+
+inline CrossEntropyRowWeights cross_entropy_row_weights(const Tensor<std::int64_t>& targets, const CrossEntropyOptions& options, Index rows,
+                                                        Index v, const Shape& logits_shape, const char* op) {
+  CrossEntropyRowWeights out;
+  out.weights.assign(static_cast<std::size_t>(rows), 1.0);
+  {
+    NoGradGuard copies_are_not_recorded;
+    out.targets = targets.clone();
+    if (options.weights.defined()) {
+      const Tensor<float> wt = options.weights.contiguous();
+      for (Index r = 0; r < rows; ++r) out.weights[static_cast<std::size_t>(r)] = static_cast<double>(wt.data()[r]);
+    }
+  }
+  const std::int64_t* t = out.targets.data();
+  for (Index r = 0; r < rows; ++r) {
+    if (t[r] == options.ignore_index) {
+      out.weights[static_cast<std::size_t>(r)] = 0.0;
+      continue;
+    }
+    if (t[r] < 0 || t[r] >= v)
+      throw IndexError(std::string("[") + op + "] target " + std::to_string(t[r]) + " at row " + std::to_string(r) +
+                       " is out of range for " + std::to_string(v) + " classes (logits of shape " + logits_shape.to_string() +
+                       ", ignore_index " + std::to_string(options.ignore_index) + ")");
+    out.total += out.weights[static_cast<std::size_t>(r)];
+  }
+  return out;
+}
+
+// sum_r w_r loss_r in row order (the same for any thread count), times the mean's scale.
+inline double cross_entropy_total(const std::vector<double>& weights, const std::vector<double>& loss, double scale) {
+  double total = 0.0;
+  for (std::size_t r = 0; r < loss.size(); ++r) total += weights[r] * loss[r];
+  return total * scale;
+}
+
+// The mean's scale 1 / sum w (0 when no row counts, see the top of this file); 1 for sum / none.
+inline double cross_entropy_scale(Reduction reduction, double weight_total) {
+  return reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
 }
 
 }  // namespace detail
@@ -291,31 +343,14 @@ Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<s
   if constexpr (!std::is_same_v<D, cpu>) {
     return detail::cross_entropy_on_device(logits, targets, options, rows, v, row_shape);
   } else {
+    detail::CrossEntropyRowWeights row_weights = detail::cross_entropy_row_weights(targets, options, rows, v, logits.shape(), "cross_entropy");
+    const Tensor<std::int64_t> tgt = row_weights.targets;
+    const std::int64_t* t = tgt.data();
+    std::vector<double> w = std::move(row_weights.weights);
     Tensor<T> x;
-    Tensor<std::int64_t> tgt;
-    std::vector<double> w(static_cast<std::size_t>(rows), 1.0);
     {
       NoGradGuard copies_are_not_recorded;
       x = logits.contiguous().detach();
-      tgt = targets.clone();  // N integers: a later in-place change cannot send the backward out of range
-      if (options.weights.defined()) {
-        const Tensor<float> wt = options.weights.contiguous();
-        for (Index r = 0; r < rows; ++r) w[static_cast<std::size_t>(r)] = static_cast<double>(wt.data()[r]);
-      }
-    }
-    // Targets are checked before any work, in row order: the first bad row is the one reported.
-    const std::int64_t* t = tgt.data();
-    double weight_total = 0.0;
-    for (Index r = 0; r < rows; ++r) {
-      if (t[r] == options.ignore_index) {
-        w[static_cast<std::size_t>(r)] = 0.0;
-        continue;
-      }
-      if (t[r] < 0 || t[r] >= v)
-        throw IndexError("[cross_entropy] target " + std::to_string(t[r]) + " at row " + std::to_string(r) + " is out of range for " +
-                         std::to_string(v) + " classes (logits of shape " + logits.shape().to_string() + ", ignore_index " +
-                         std::to_string(options.ignore_index) + ")");
-      weight_total += w[static_cast<std::size_t>(r)];
     }
 
     std::vector<double> loss(static_cast<std::size_t>(rows));
@@ -323,8 +358,7 @@ Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<s
     if (rows > 0) cpu_backend::cross_entropy_forward(x.data(), t, rows, v, options.ignore_index, e, loss.data(), stats.data());
 
     const Reduction reduction = options.reduction;
-    // mean's scale; a mean over no counted rows is 0 (see the top of this file).
-    const double scale = reduction == Reduction::mean ? (weight_total != 0.0 ? 1.0 / weight_total : 0.0) : 1.0;
+    const double scale = detail::cross_entropy_scale(reduction, row_weights.total);
     Tensor<C> out;
     if (reduction == Reduction::none) {
       out = Tensor<C>::empty(row_shape);
@@ -333,10 +367,8 @@ Tensor<compute_t<T>, D> cross_entropy(const Tensor<T, D>& logits, const Tensor<s
         out.data()[r] = static_cast<C>(w[i] * loss[i]);
       }
     } else {
-      double total = 0.0;  // in row order: the same for any thread count
-      for (Index r = 0; r < rows; ++r) total += w[static_cast<std::size_t>(r)] * loss[static_cast<std::size_t>(r)];
       out = Tensor<C>::empty(Shape{});
-      out.data()[0] = static_cast<C>(total * scale);
+      out.data()[0] = static_cast<C>(detail::cross_entropy_total(w, loss, scale));
     }
 
     if (autograd::any_requires_grad(logits)) {
