@@ -17,6 +17,8 @@
 //
 // Usage: bench_gemm_model_shapes [--configs tiny,small] [--threads 1,2] [--rounds R] [--filter TEXT]
 //                                [--flush MIB]
+// Configs tiny-decode and small-decode time the forward products of a KV-cache decoding step
+// instead: B = 2, 4 and 8 rows (one new token per sequence) against each weight.
 // Run with OPENBLAS_CORETYPE=Cooperlake for OpenBLAS's AVX-512 kernels (the program prints the
 // kernel family OpenBLAS reports).
 //
@@ -80,7 +82,7 @@ struct Product {
 };
 
 std::vector<Product> products_of(const std::string& config) {
-  const bool tiny = config == "tiny";
+  const bool tiny = config.rfind("tiny", 0) == 0;
   const Index n = 2048, d = tiny ? 256 : 512, f = 4 * d, v = tiny ? 8000 : 16000;
   const int layers = tiny ? 4 : 6;
   struct Layer {
@@ -95,6 +97,14 @@ std::vector<Product> products_of(const std::string& config) {
                               {"mlp down", f, d, true, layers},
                               {"lm head", d, v, false, 1}};
   std::vector<Product> ps;
+  // A KV-cache decoding step: one new token for each of B sequences, B rows per product.
+  if (config.find("-decode") != std::string::npos) {
+    for (const Index batch : {Index{2}, Index{4}, Index{8}})
+      for (const Layer& l : layer_list)
+        ps.push_back({config.substr(0, config.find('-')) + " B" + std::to_string(batch) + " " + l.name, Kind::fwd, batch, l.in, l.out, l.bias,
+                      l.count});
+    return ps;
+  }
   for (const Kind kind : {Kind::fwd, Kind::dx, Kind::dw})
     for (const Layer& l : layer_list) {
       const char* kind_name = kind == Kind::fwd ? "fwd" : kind == Kind::dx ? "dx " : "dW ";
@@ -146,7 +156,7 @@ int main(int argc, char** argv) {
     else if (arg == "--filter") filter = value, ++i;
     else if (arg == "--flush") flush_mib = std::max(0L, std::atol(value)), ++i;
     else {
-      std::fprintf(stderr, "usage: %s [--configs tiny,small] [--threads 1,2] [--rounds R] [--filter TEXT] [--flush MIB]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--configs tiny,small,tiny-decode,small-decode] [--threads 1,2] [--rounds R] [--filter TEXT] [--flush MIB]\n", argv[0]);
       return 2;
     }
   }
@@ -270,7 +280,7 @@ int main(int argc, char** argv) {
                     peer_text, ratio_text, median_text);
         std::fflush(stdout);
       }
-      if (all_shapes) {
+      if (all_shapes && config.find("-decode") == std::string::npos) {
         for (int mode = 0; mode < 2; ++mode)
           std::printf("| %3d | %-21s | step's products (ms) | %8.1f | %8.1f | %12.3f |                |\n", threads,
                       (config + (mode == 0 ? " train" : " infer")).c_str(), total[0][mode] * 1e3, total[1][mode] * 1e3,

@@ -706,6 +706,63 @@ void gemv(Index rows, Index k, C alpha, const TA* a, Index a_rs, Index a_cs, con
   });
 }
 
+// A few rows of A against a weight read in place: C [M, N] = A [M, K] W^T with A's rows and W's
+// rows ([N, K], B = W^T as a view) contiguous in K, as in a decoding step's projections (M = the
+// batch's rows, or beams). Packing W^T for a few rows costs several times the product: 2 rows
+// against an 8000 x 256 weight took 1.8 ms packed against 0.4 ms for one row's matrix-vector
+// product, since the transpose of the whole weight is paid for 2 rows. Here each C[i, j] is a dot
+// product of two contiguous rows: blocks of RB rows of A by JB rows of W keep RB x JB vector
+// sums in registers, W streams through once per block of rows (the rows of A stay in L1), and
+// each sum is reduced horizontally once at the end. A row or weight past the edge repeats the
+// last one (its sums are not stored), so one kernel shape serves every size. Tasks are ranges of
+// W rows; each C element is summed by one task in a fixed order, the same for any thread count.
+template <class C, int RB, int JB, class Store>
+void dot_rows_kernel(Index m, Index n, Index k, const C* a, Index a_rs, const C* w, Index w_rs, Store&& store) {
+  using Batch = xsimd::batch<C>;
+  constexpr Index W = static_cast<Index>(Batch::size);
+  const Index kv = k / W * W;
+  const Index grain = std::max<Index>(JB, (Index{1} << 16) / std::max<Index>(k * std::max<Index>(m, 1), 1) * JB);
+  parallel_for(0, (n + JB - 1) / JB, std::max<Index>(1, grain / JB), [&](Index b0, Index b1) {
+    for (Index i0 = 0; i0 < m; i0 += RB) {
+      const C* ar[RB];
+CERBERUS_UNROLL(8)
+      for (int r = 0; r < RB; ++r) ar[r] = a + std::min<Index>(i0 + r, m - 1) * a_rs;
+      for (Index blk = b0; blk < b1; ++blk) {
+        const Index j0 = blk * JB;
+        const C* wr[JB];
+CERBERUS_UNROLL(4)
+        for (int j = 0; j < JB; ++j) wr[j] = w + std::min<Index>(j0 + j, n - 1) * w_rs;
+        Batch acc[RB][JB];
+CERBERUS_UNROLL(8)
+        for (int r = 0; r < RB; ++r)
+CERBERUS_UNROLL(4)
+          for (int j = 0; j < JB; ++j) acc[r][j] = Batch(C(0));
+        for (Index p = 0; p < kv; p += W) {
+          Batch wv[JB];
+CERBERUS_UNROLL(4)
+          for (int j = 0; j < JB; ++j) wv[j] = Batch::load_unaligned(wr[j] + p);
+CERBERUS_UNROLL(8)
+          for (int r = 0; r < RB; ++r) {
+            const Batch av = Batch::load_unaligned(ar[r] + p);
+CERBERUS_UNROLL(4)
+            for (int j = 0; j < JB; ++j) acc[r][j] = xsimd::fma(av, wv[j], acc[r][j]);
+          }
+        }
+        for (int r = 0; r < RB && i0 + r < m; ++r)
+          for (int j = 0; j < JB && j0 + j < n; ++j) {
+            C sum = simd::reduce_add(acc[r][j]);
+            for (Index p = kv; p < k; ++p) sum += ar[r][p] * wr[j][p];
+            store(i0 + r, j0 + j, sum);
+          }
+      }
+    }
+  });
+}
+
+// Rows of A up to which dot_rows_kernel beats packing (a GPT's KV-cache steps on one AVX-512
+// thread, K 256-512, N 256-16000: at 16 rows it was no faster; docs/performance.md).
+inline constexpr Index dot_rows_max = 8;
+
 // Products too small to repay packing (a few hundred multiply-adds): row by row, a block of C's
 // row summed over K on the calling thread.
 template <class C, class TA, class TB, class TC>
@@ -780,6 +837,24 @@ void gemm(Index m, Index n, Index k, compute_t<T> alpha, const T* a, Index a_rs,
     if (!ep.empty()) apply_epilogue(m, n, c, c_rs, c_cs, ep);
   };
   if (k <= 0 || alpha == C(0) || n == 1 || m == 1 || m * n * k < small_product) return plain();
+  if constexpr (std::is_same_v<T, C>) {
+    if (m <= dot_rows_max && a_cs == 1 && b_rs == 1) {
+      const bool gelu = ep.activation == GemmActivation::gelu_tanh;
+      const auto store = [&](Index i, Index j, C sum) {
+        C& out = c[i * c_rs + j * c_cs];
+        C r = alpha * sum;
+        if (beta != C(0)) r += beta * out;
+        if (ep.bias) r += ep.bias[j];
+        out = gelu ? gelu_tanh(r) : r;
+      };
+      // 4 x 4: 16 sums + 4 weight vectors + 1 row vector (of AVX-512's 32 registers; AVX2's
+      // 16 spill, not measured) and 8 row pointers. On a loaded machine it ran at least as fast
+      // as 6 x 4, 2 x 8, 4 x 6 and 8 x 3 (the 8-row shapes were slower even at 8 rows, which
+      // then stream W twice); not tuned further.
+      dot_rows_kernel<C, 4, 4>(m, n, k, a, a_rs, b, b_cs, store);
+      return;
+    }
+  }
   if constexpr (std::is_same_v<T, C>) {
     gemm_packed<C>(m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs, ep);
   } else {
