@@ -1,7 +1,10 @@
 // Uncertainty, DWA, GradNorm and RLW against hand-computed values on the tiny problem of
-// weighting_support.hpp; absent tasks; learned parameters that move where they should.
+// weighting_support.hpp; absent tasks; learned parameters that move where they should; the
+// statistics of DWA, GradNorm and RLW saved and restored exactly, and malformed saved entries.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 #include "cerberus/optim/sgd.hpp"
 #include "mtl/weighting_support.hpp"
@@ -20,6 +23,52 @@ Problem three_tasks() {
 void set_values(const Tensor<float>& t, const std::vector<float>& v) {
   NoGradGuard no_grad;
   t.assign(from_vector<float>(v));
+}
+
+// The problem's losses at step t, each task's falling at its own rate and task 1 absent at step
+// 4, so that DWA's ratios, GradNorm's training rates and the counts of present steps all change.
+mtl::TaskLosses losses_at(const Problem& p, int t) {
+  mtl::TaskLosses l = p.losses(t == 4 ? std::vector<bool>{true, false, true} : std::vector<bool>{});
+  for (std::size_t i = 0; i < l.losses.size(); ++i)
+    if (l.losses[i]) l.losses[i] = Tensor<float>(*l.losses[i] * static_cast<float>(1.0 / (1.0 + 0.25 * t * static_cast<double>(i + 1))));
+  return l;
+}
+
+bool same_bits(const Vec& a, const Vec& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::bit_cast<std::uint64_t>(a[i]) != std::bit_cast<std::uint64_t>(b[i])) return false;
+  return true;
+}
+
+// Runs `uninterrupted` for 6 steps; after 3 its state goes (under `prefix`) into `resumed`, which
+// must then observe (`observe(weighting, report, step)`) exactly what `uninterrupted` does, while
+// `fresh`, never restored, must not: the saved state is what makes the difference.
+template <class W, class Observe>
+void check_resume_from_state(W uninterrupted, W resumed, W fresh, Observe observe) {
+  const Problem p = three_tasks();
+  auto step = [&](W& w, int t) {
+    p.clear_grads();
+    const mtl::WeightingReport r = w.backward(losses_at(p, t), p.shared());
+    return observe(w, r, t);
+  };
+  for (int t = 0; t < 3; ++t) step(uninterrupted, t);
+  mtl::WeightingState saved;
+  uninterrupted.save_state(saved, "weighting.");
+  REQUIRE_FALSE(saved.empty());
+  for (const auto& [key, value] : saved) CHECK(key.starts_with("weighting."));
+  resumed.restore_state(saved, "weighting.");
+  bool fresh_differs = false;
+  for (int t = 3; t < 6; ++t) {
+    const Vec want = step(uninterrupted, t);
+    CHECK(same_bits(step(resumed, t), want));
+    fresh_differs = fresh_differs || !same_bits(step(fresh, t), want);
+  }
+  CHECK(fresh_differs);
+  mtl::WeightingState end_uninterrupted, end_resumed;
+  uninterrupted.save_state(end_uninterrupted);
+  resumed.save_state(end_resumed);
+  CHECK(end_resumed == end_uninterrupted);
 }
 
 }  // namespace
@@ -238,4 +287,72 @@ TEST_CASE("GradNorm's weights move toward balancing the gradient norms", "[mtl][
   mtl::GradNorm bad(2, {.layer = "trunk.w"});
   CHECK(message_of([&] { bad.backward(p.losses(), p.shared()); }) ==
         "[GradNorm] layer 'trunk.w' is not among the shared parameters (theta)");
+}
+
+TEST_CASE("DWA, GradNorm and RLW restored from save_state continue exactly as the uninterrupted weighting", "[mtl][weighting][state]") {
+  SECTION("DWA: the loss history") {
+    const auto weights = [](const mtl::DWA&, const mtl::WeightingReport& r, int) { return r.weights; };
+    check_resume_from_state(mtl::DWA(), mtl::DWA(), mtl::DWA(), weights);
+    // Epochs closed by end_epoch() after steps 0, 1, 3 and 5: the epoch of steps 2 and 3 spans
+    // the interruption, so its half-filled sums and counts are state too.
+    const auto by_hand = [](mtl::DWA& w, const mtl::WeightingReport& r, int t) {
+      if (t != 2 && t != 4) w.end_epoch();
+      return r.weights;
+    };
+    const mtl::DWAOptions o{.steps_per_epoch = 0};
+    check_resume_from_state(mtl::DWA(o), mtl::DWA(o), mtl::DWA(o), by_hand);
+  }
+  SECTION("GradNorm: the initial losses set the targets and so the weights' gradient") {
+    const auto targets_and_gradient = [](const mtl::GradNorm& g, const mtl::WeightingReport&, int) {
+      Vec out = g.target_norms();
+      for (const float x : g.weights().grad().to_vector()) out.push_back(x);
+      g.weights().clear_grad();  // each step's own gradient (no optimizer here to clear it)
+      return out;
+    };
+    check_resume_from_state(mtl::GradNorm(3), mtl::GradNorm(3), mtl::GradNorm(3), targets_and_gradient);
+  }
+  SECTION("RLW: the generator") {
+    const auto weights = [](const mtl::RLW&, const mtl::WeightingReport& r, int) { return r.weights; };
+    check_resume_from_state(mtl::RLW(), mtl::RLW(), mtl::RLW(), weights);
+  }
+}
+
+TEST_CASE("A weighting's saved state: a fresh one round-trips; a missing or malformed entry names itself and changes nothing", "[mtl][weighting][state]") {
+  mtl::WeightingState fresh;
+  mtl::DWA().save_state(fresh);
+  CHECK(fresh.at("dwa.sum").empty());  // no task seen yet
+  mtl::DWA restored;
+  restored.restore_state(fresh);
+  CHECK(restored.epochs_completed() == 0);
+
+  const Problem p = three_tasks();
+  mtl::DWA dwa;
+  for (int t = 0; t < 3; ++t) dwa.backward(losses_at(p, t), p.shared());
+  mtl::WeightingState saved;
+  dwa.save_state(saved, "w.");
+  mtl::DWA target;
+  auto damaged = saved;
+  damaged.erase("w.dwa.older");
+  CHECK(message_of([&] { target.restore_state(damaged); }) == "[DWA] the saved state has no entry 'dwa.sum'");  // the prefix matters
+  CHECK(message_of([&] { target.restore_state(damaged, "w."); }) == "[DWA] the saved state has no entry 'w.dwa.older'");
+  damaged = saved;
+  damaged["w.dwa.count"] = "1 2";
+  CHECK(message_of([&] { target.restore_state(damaged, "w."); }) == "[DWA] the saved state's entry 'w.dwa.count' is \"1 2\": expected 3 values, found 2");
+  damaged = saved;
+  damaged["w.dwa.epochs"] = "two";
+  CHECK(message_of([&] { target.restore_state(damaged, "w."); }) ==
+        "[DWA] the saved state's entry 'w.dwa.epochs' is \"two\": expected non-negative integers separated by single spaces");
+  CHECK(target.epochs_completed() == 0);  // every failure above left it as it was
+  target.restore_state(saved, "w.");
+  CHECK(target.epochs_completed() == dwa.epochs_completed());
+
+  mtl::WeightingState gn_saved;
+  mtl::GradNorm(3).save_state(gn_saved);
+  CHECK(message_of([&] { mtl::GradNorm(2).restore_state(gn_saved); }) ==
+        "[GradNorm] the saved state's entry 'gradnorm.initial_loss' is \"nan nan nan\": expected 2 values, found 3");
+  mtl::WeightingState rlw_saved;
+  mtl::RLW().save_state(rlw_saved);
+  rlw_saved["rlw.generator.offset"] = "-1";
+  CHECK(message_of([&] { mtl::RLW().restore_state(rlw_saved); }) ==
+        "[RLW] the saved state's entry 'rlw.generator.offset' is \"-1\": expected non-negative integers separated by single spaces");
 }

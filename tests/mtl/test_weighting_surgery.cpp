@@ -1,6 +1,6 @@
 // Gradient surgery (PCGrad, MGDA, CAGrad) against closed forms and independent brute-force
-// solutions; absent tasks; and a conflicting problem where surgery reaches a lower worst-task
-// loss than plain summation.
+// solutions; absent tasks; a conflicting problem where surgery reaches a lower worst-task loss
+// than plain summation; PCGrad's generator saved and restored.
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -286,4 +286,27 @@ TEST_CASE("on a conflicting problem, surgery reaches a lower worst-task loss tha
   CHECK(pc_cos == Approx(plain_cos));
   CHECK(pcgrad < 0.5 * plain);
   CHECK(cagrad < plain);
+}
+
+TEST_CASE("PCGrad restored from save_state shuffles as the uninterrupted one", "[mtl][surgery][state]") {
+  const Problem p = conflict(3);
+  mtl::PCGrad uninterrupted({.seed = 5}), resumed({.seed = 99});
+  for (int step = 0; step < 3; ++step) {
+    p.clear_grads();
+    uninterrupted.backward(p.losses(), p.shared());
+  }
+  mtl::WeightingState saved;
+  uninterrupted.save_state(saved, "weighting.");
+  CHECK(saved.at("weighting.pcgrad.generator.seed") == "5");
+  CHECK(saved.at("weighting.pcgrad.generator.offset") == std::to_string(uninterrupted.generator().offset()));
+  resumed.restore_state(saved, "weighting.");
+  for (int step = 0; step < 6; ++step) {
+    p.clear_grads();
+    const Vec want = uninterrupted.backward(p.losses(), p.shared()).weights;
+    p.clear_grads();
+    CHECK(resumed.backward(p.losses(), p.shared()).weights == want);
+  }
+  CHECK(resumed.generator().offset() == uninterrupted.generator().offset());
+  saved.erase("weighting.pcgrad.generator.seed");
+  CHECK(message_of([&] { resumed.restore_state(saved, "weighting."); }) == "[PCGrad] the saved state has no entry 'weighting.pcgrad.generator.seed'");
 }

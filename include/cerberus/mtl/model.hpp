@@ -20,8 +20,9 @@
 // own parameters (Uncertainty, GradNorm) stay float, so a bf16 model keeps them out of
 // trainable_parameters() and offers them as weighting_parameters(): build a float optimizer
 // over them and pass it too, step(batch, optimizer, weighting_optimizer)
-// (needs_weighting_optimizer says when; step(batch, optimizer) refuses to compile then). A float
-// model lists them in trainable_parameters() and takes one optimizer.
+// (needs_weighting_optimizer says when; step(batch, optimizer) refuses to compile then;
+// train::Trainer builds or takes that second optimizer itself). A float model lists them in
+// trainable_parameters() and takes one optimizer.
 //
 // Device: the model runs on its trunk's device (Tr::device_type; cpu for nn::Encoder<> and for a
 // trunk type that names none). Over a cuda trunk the same type list is a cuda model:

@@ -21,4 +21,10 @@ static_assert(LossWeighting<Static<1.0>, bfloat16> && LossWeighting<RuntimeStati
               LossWeighting<Uncertainty, bfloat16> && LossWeighting<DWA, bfloat16> && LossWeighting<GradNorm, bfloat16> &&
               LossWeighting<RLW, bfloat16> && LossWeighting<PCGrad, bfloat16> && LossWeighting<MGDA, bfloat16> &&
               LossWeighting<CAGrad, bfloat16>);
+// The weightings with statistics outside their parameters save and restore them (state.hpp); the
+// others declare neither half.
+static_assert(HasWeightingState<DWA> && HasWeightingState<GradNorm> && HasWeightingState<RLW> &&
+              HasWeightingState<PCGrad>);
+static_assert(!DeclaresWeightingState<Static<1.0>> && !DeclaresWeightingState<RuntimeStatic> && !DeclaresWeightingState<Equal> &&
+              !DeclaresWeightingState<Uncertainty> && !DeclaresWeightingState<MGDA> && !DeclaresWeightingState<CAGrad>);
 }  // namespace cerberus::mtl

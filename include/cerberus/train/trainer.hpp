@@ -19,9 +19,21 @@
 // reported totals are float, gradients are bf16: accumulation scales them in bf16, clipping
 // sums their squares in double and scales them in bf16. model-<step>.safetensors stores the bf16
 // parameters as BF16 and state.safetensors the float masters, so resume() is bit-exact in bf16
-// too. A weighting with float parameters of its own (Uncertainty, GradNorm) is refused for a
-// bf16 model at compile time: those need a second optimizer (mtl::Model::weighting_parameters),
-// which the Trainer does not run; train such a model with Model::step.
+// too.
+//
+// Weighting optimizer: a weighting with float parameters of its own (Uncertainty, GradNorm) in a
+// bf16 model keeps them out of trainable_parameters() (mtl::Model::weighting_parameters), so the
+// Trainer runs a second, float optimizer over them, built of the model optimizer's kind with its
+// options (optim::AdamW<cpu, bfloat16> -> AdamW<cpu, float>(model.weighting_parameters(),
+// optimizer.options())), or the one passed in:
+//   train::Trainer trainer(model, optimizer, weighting_optimizer, schedule, batches, evaluate, options);
+// It is treated as a float model's one optimizer treats those parameters: the schedule's lr
+// (a ParameterGroup's lr_scale gives them another rate), accumulation divides their gradients too,
+// the clipping norm is the global norm of both parameter lists together and one scale clips both,
+// and a non-finite norm skips both updates. Its state is saved in state.safetensors under
+// "weighting_optimizer.<its own names>" with its step count as a string entry, and the weighting's
+// parameters go into the model files with the model's (F32 beside BF16, named "weighting.*" as
+// in a float model; load such a file with LoadOptions{.strict = false} into each list).
 //
 // Devices: a model over a cuda trunk (mtl::Model<nn::Decoder<float, cuda>, ...>) trains the same
 // way with a cuda optimizer (optim::AdamW over its trainable_parameters() deduces
@@ -38,26 +50,30 @@
 // Checkpoint directory (written at every evaluation, and when stopped by stop_after):
 //   model-<step>.safetensors   the model's trainable parameters (weighting parameters included;
 //                              BF16 tensors for a bf16 model)
-//   state.safetensors          optimizer moments and step, the trainer's generator, and string
-//                              entries: trainer step / tokens / best score / patience counter, the
-//                              name of the model file above, the batch source's position, and the
-//                              (seed, offset) of every dropout layer's generator
+//   state.safetensors          optimizer moments and step (the weighting optimizer's too, see
+//                              above), the trainer's generator, and string entries: trainer step /
+//                              tokens / best score / patience counter, the name of the model file
+//                              above, the batch source's position, the (seed, offset) of every
+//                              dropout layer's generator, and the loss weighting's statistics
+//                              ("weighting.*", mtl/weighting/state.hpp)
 //   best.safetensors           the parameters at the best evaluation so far
 // Each file is written atomically (temp file + rename). The model file goes first and the state
 // file, which names it, is the commit point: a run killed at any moment leaves the previous
 // state naming a complete model file, and resume() reads only through the state file. Older
-// model files are deleted after the new state is in place.
+// model files are deleted after the new state is in place. A missing or malformed entry makes
+// resume() throw a FileError naming the file and the entry.
 //
 // Bit-exact resume: the parameters, optimizer moments and step, the learning rate (a function of
-// the step), the batch stream's position and every random generator that training draws from
-// are restored, so the losses after resume() equal the uninterrupted run's, bit for bit. Not
-// restored: the statistics of adaptive loss weightings (DWA's loss history, GradNorm's initial
-// losses, RLW's and PCGrad's generators); with those the resumed run is close, not identical.
+// the step), the batch stream's position, every random generator that training draws from and
+// the statistics of adaptive loss weightings (DWA's loss history, GradNorm's initial losses, RLW's
+// and PCGrad's generators: a weighting's save_state / restore_state, mtl::HasWeightingState) are
+// restored, so the losses and weights after resume() equal the uninterrupted run's, bit for bit
+// on the CPU, with every weighting.
 //
 // The log (JSONL, one object a line, appended to): {"event": "step", "step", "loss", "lr",
 // "grad_norm", "tokens", "tokens_per_s", "losses": {task: loss}, "weights": {task: w}} per step;
 // {"event": "eval", "step", "score", "best", "metrics": {...}} per evaluation; "start" and "resume"
-// and "stop" events with the reason.
+// and "stop" events with the reason. TrainResult keeps each step's total loss and task weights.
 #pragma once
 
 #include <chrono>
@@ -70,8 +86,11 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -81,6 +100,7 @@
 #include "cerberus/core/random.hpp"
 #include "cerberus/io/checkpoint.hpp"
 #include "cerberus/io/json.hpp"
+#include "cerberus/io/safetensors.hpp"
 #include "cerberus/io/training_state.hpp"
 #include "cerberus/mtl/batch.hpp"
 #include "cerberus/mtl/weighting/concept.hpp"
@@ -99,6 +119,42 @@ inline constexpr bool is_batch<mtl::Batch<E, D>> = true;
 // The device a model runs on: M::device_type (nn modules and mtl::Model), else cpu.
 template <class M>
 using model_device_t = device_of_t<M>;
+
+// Whether the model's weighting has float parameters that its optimizer cannot take (a bf16
+// mtl::Model with Uncertainty or GradNorm): they need an optimizer of their own.
+template <class M>
+inline constexpr bool needs_weighting_optimizer = requires { requires M::needs_weighting_optimizer; };
+
+// The place of the weighting optimizer in a Trainer whose model needs none.
+struct NoWeightingOptimizer {};
+// The place of the weighting optimizer when the model needs one and the Trainer cannot build it
+// from the model's optimizer (its static_assert then asks for one).
+struct WeightingOptimizerNotBuildable {};
+
+// O<D, P> (optim::AdamW<cpu, bfloat16>, ...) as the same optimizer over float parameters.
+template <class O>
+struct float_optimizer {};
+template <template <Device, class> class O, Device D, class P>
+struct float_optimizer<O<D, P>> {
+  using type = O<D, float>;
+};
+// An optimizer whose kind the Trainer can build again over float parameters with the same
+// hyper-parameters: O<D, float>(parameters, optimizer.options()).
+template <class O, class D>
+concept FloatRebuildable = requires(const O& o) {
+  typename float_optimizer<O>::type;
+  requires std::constructible_from<typename float_optimizer<O>::type, const nn::ParameterList<float, D>&, decltype(o.options())>;
+};
+
+template <class M, class O>
+consteval auto weighting_optimizer_for() {
+  if constexpr (!needs_weighting_optimizer<M>) return std::type_identity<NoWeightingOptimizer>{};
+  else if constexpr (FloatRebuildable<O, model_device_t<M>>) return std::type_identity<typename float_optimizer<O>::type>{};
+  else return std::type_identity<WeightingOptimizerNotBuildable>{};
+}
+// The weighting optimizer a Trainer builds for model M trained by optimizer O (or a marker).
+template <class M, class O>
+using weighting_optimizer_for_t = typename decltype(weighting_optimizer_for<M, O>())::type;
 }  // namespace detail
 
 // Where batches come from: next() (an mtl::Batch of any element type, usually on the host), and
@@ -153,6 +209,9 @@ struct TrainResult {
   std::optional<Evaluation> last_evaluation;
   std::int64_t skipped_steps = 0;  // steps whose gradient norm was NaN or inf: no update was made
   std::vector<double> step_losses;  // the total loss of every step this run() took (resume tests compare these)
+  // Per step of this run(), each task's loss weight averaged over the micro-batches that held it,
+  // as in the log (NaN for a task absent from the whole step).
+  std::vector<std::vector<double>> step_weights;
   double seconds = 0;
 };
 
@@ -202,39 +261,149 @@ inline std::int64_t parse_int(const std::map<std::string, std::string>& m, const
   }
 }
 
+template <Element E, Device D>
+Tensor<E> host_copy(const Tensor<E, D>& t) {
+  if constexpr (std::is_same_v<D, cpu>) return t.detach();
+  else return t.detach().template to<cpu>();
+}
+
+// The model's optimizer and the weighting's as one io::TrainingStateOwner, so that one training-
+// state file holds both: the model optimizer's entries under their own names, the weighting
+// optimizer's under "weighting_optimizer.", and the model optimizer's step count (the Trainer
+// writes the other's as a string entry). load_state loads the model optimizer and keeps the
+// weighting optimizer's entries in `weighting_entries` for the Trainer, which loads them once
+// it has read that step count.
+template <class O, class W, Device D>
+struct JointOptimizerState {
+  static constexpr std::string_view prefix = "weighting_optimizer.";
+  O& model;
+  W& weighting;
+  nn::ParameterList<float, D> weighting_entries = {};
+
+  nn::ParameterList<float, D> state() const {
+    nn::ParameterList<float, D> out = model.state();
+    for (const auto& e : weighting.state()) out.push_back({std::string(prefix) + e.name, e.tensor});
+    return out;
+  }
+  std::int64_t step_count() const { return model.step_count(); }
+  void load_state(const nn::ParameterList<float, D>& state, std::int64_t step) {
+    nn::ParameterList<float, D> own;
+    weighting_entries.clear();
+    for (const auto& e : state) {
+      if (e.name.starts_with(prefix)) weighting_entries.push_back({e.name.substr(prefix.size()), e.tensor});
+      else own.push_back(e);
+    }
+    model.load_state(own, step);
+  }
+};
+
 }  // namespace detail
 
-template <TrainableModel Model, class Optimizer, optim::LrSchedule Schedule, BatchSource Source>
+template <TrainableModel Model, class Optimizer, optim::LrSchedule Schedule, BatchSource Source,
+          class WeightingOptimizer = detail::weighting_optimizer_for_t<Model, Optimizer>>
 class Trainer {
-  static_assert(!requires { requires Model::needs_weighting_optimizer; },
-                "the model's weighting has float parameters and the model's are not float: they need an optimizer of their own, "
-                "which train::Trainer does not run. Use a weighting without parameters, or train with Model::step.");
-
  public:
   using T = typename Model::element_type;
   using D = detail::model_device_t<Model>;
   using Evaluate = std::function<Evaluation(Model&)>;
+  using Weighting = std::remove_cvref_t<decltype(std::declval<Model&>().weighting())>;
+  // Whether this Trainer runs a second optimizer, over model.weighting_parameters().
+  static constexpr bool has_weighting_optimizer = !std::is_same_v<WeightingOptimizer, detail::NoWeightingOptimizer>;
 
+ private:
+  static_assert(!std::is_same_v<WeightingOptimizer, detail::WeightingOptimizerNotBuildable>,
+                "the model's weighting has float parameters and the model's are not float, and this optimizer type cannot be rebuilt over "
+                "float parameters (O<D, float>(parameters, optimizer.options())): pass a float optimizer over model.weighting_parameters() "
+                "to the Trainer as well.");
+  static_assert(!has_weighting_optimizer || detail::needs_weighting_optimizer<Model>,
+                "a weighting optimizer is for a non-float model whose weighting has parameters; this model's trainable_parameters() "
+                "hold them already: construct the Trainer without one.");
+  static_assert(!mtl::DeclaresWeightingState<Weighting> || mtl::HasWeightingState<Weighting>,
+                "the loss weighting declares save_state or restore_state but not both as save_state(mtl::WeightingState&, const "
+                "std::string& prefix) const and restore_state(const mtl::WeightingState&, const std::string& prefix), so a resume "
+                "could not restore its statistics.");
+
+ public:
+  // With a model that needs a weighting optimizer, the Trainer builds one of the model optimizer's
+  // kind with its options: O<D, float>(model.weighting_parameters(), optimizer.options()).
   Trainer(Model& model, Optimizer& optimizer, Schedule schedule, Source& source, Evaluate evaluate, TrainerOptions options = {})
       : model_(model), optimizer_(optimizer), schedule_(std::move(schedule)), source_(source), evaluate_(std::move(evaluate)),
         options_(std::move(options)), generator_(options_.seed) {
-    if (options_.steps < 1) throw ValueError("[train::Trainer] steps must be >= 1, got " + std::to_string(options_.steps));
-    if (options_.accumulation < 1) throw ValueError("[train::Trainer] accumulation must be >= 1, got " + std::to_string(options_.accumulation));
-    if (options_.eval_every < 0 || options_.patience < 0) throw ValueError("[train::Trainer] eval_every and patience must be >= 0");
-    if (options_.patience > 0 && !evaluate_) throw ValueError("[train::Trainer] early stopping (patience) needs an evaluate function");
-    if (!options_.checkpoint_dir.empty()) std::filesystem::create_directories(options_.checkpoint_dir);
+    if constexpr (has_weighting_optimizer && !std::is_same_v<WeightingOptimizer, detail::WeightingOptimizerNotBuildable>) {
+      if constexpr (requires { WeightingOptimizer(model.weighting_parameters(), optimizer.options()); }) {
+        owned_weighting_optimizer_ = std::make_unique<WeightingOptimizer>(model.weighting_parameters(), optimizer.options());
+        weighting_optimizer_ = owned_weighting_optimizer_.get();
+      } else {
+        static_assert(sizeof(WeightingOptimizer) == 0,
+                      "this weighting optimizer type cannot be built from model.weighting_parameters() and optimizer.options(): pass one "
+                      "to the Trainer's constructor.");
+      }
+    }
+    check_options();
+  }
+  // The same, with the weighting's float parameters (model.weighting_parameters()) updated by
+  // `weighting_optimizer` (a bf16 model with Uncertainty or GradNorm). It takes the schedule's lr
+  // with the model's optimizer: give its parameter group an lr_scale for another rate.
+  Trainer(Model& model, Optimizer& optimizer, WeightingOptimizer& weighting_optimizer, Schedule schedule, Source& source, Evaluate evaluate,
+          TrainerOptions options = {})
+      : model_(model), optimizer_(optimizer), weighting_optimizer_(&weighting_optimizer), schedule_(std::move(schedule)), source_(source),
+        evaluate_(std::move(evaluate)), options_(std::move(options)), generator_(options_.seed) {
+    if constexpr (has_weighting_optimizer && requires { weighting_optimizer.parameters(); }) {
+      // A parameter left out would silently never learn.
+      const auto updated = weighting_optimizer.parameters();
+      for (const auto& p : model.weighting_parameters()) {
+        bool found = false;
+        for (const auto& q : updated) found = found || q.tensor.data() == p.tensor.data();
+        if (!found) throw ValueError("[train::Trainer] the weighting optimizer does not update '" + p.name + "'; build it over model.weighting_parameters()");
+      }
+    }
+    check_options();
   }
 
   // Restores the run saved in checkpoint_dir; false (and nothing changed) when there is none.
+  // A bad entry in the state file is a FileError naming the file and the entry.
   bool resume() {
     if (options_.checkpoint_dir.empty()) return false;
     const auto state_path = options_.checkpoint_dir / "state.safetensors";
     if (!std::filesystem::exists(state_path)) return false;
     const std::string file = state_path.string();
-    const std::map<std::string, std::string> extra = io::load_training_state(file, optimizer_, generator_);
+    try {
+      restore(file);
+    } catch (const ValueError& e) {  // an entry the optimizer, the batch source or the weighting rejected
+      throw FileError("[train::Trainer] " + file + ": " + e.what());
+    }
+    log("{\"event\": \"resume\", \"step\": " + std::to_string(step_) + "}");
+    return true;
+  }
+
+ private:
+  void check_options() const {
+    if (options_.steps < 1) throw ValueError("[train::Trainer] steps must be >= 1, got " + std::to_string(options_.steps));
+    if (options_.accumulation < 1) throw ValueError("[train::Trainer] accumulation must be >= 1, got " + std::to_string(options_.accumulation));
+    if (options_.eval_every < 0 || options_.patience < 0) throw ValueError("[train::Trainer] eval_every and patience must be >= 0");
+    if (options_.patience > 0 && !evaluate_) throw ValueError("[train::Trainer] early stopping (patience) needs an evaluate function");
+    if (!(options_.clip_norm >= 0) || !std::isfinite(options_.clip_norm))
+      throw ValueError("[train::Trainer] clip_norm must be finite and >= 0 (0 = off), got " + std::to_string(options_.clip_norm));
+    if (!options_.checkpoint_dir.empty()) std::filesystem::create_directories(options_.checkpoint_dir);
+  }
+
+  void restore(const std::string& file) {
+    std::map<std::string, std::string> extra;
+    if constexpr (has_weighting_optimizer) {
+      detail::JointOptimizerState<Optimizer, WeightingOptimizer, D> joint{optimizer_, *weighting_optimizer_};
+      extra = io::load_training_state(file, joint, generator_);
+      try {
+        weighting_optimizer_->load_state(joint.weighting_entries, detail::parse_int(extra, "trainer.weighting_optimizer.step", file));
+      } catch (const ValueError& e) {
+        throw FileError("[train::Trainer] " + file + ": the weighting optimizer's state (entries 'weighting_optimizer.*'): " + e.what());
+      }
+    } else {
+      extra = io::load_training_state(file, optimizer_, generator_);
+    }
     const auto model_file = extra.find("trainer.model_file");
     if (model_file == extra.end()) throw FileError("[train::Trainer] " + file + ": no entry 'trainer.model_file'");
-    io::load_checkpoint((options_.checkpoint_dir / model_file->second).string(), model_.trainable_parameters());
+    load_parameters((options_.checkpoint_dir / model_file->second).string());
+    mtl::restore_weighting_state(model_.weighting(), extra, "weighting.");
     step_ = detail::parse_int(extra, "trainer.step", file);
     tokens_ = detail::parse_int(extra, "trainer.tokens", file);
     evals_without_improvement_ = detail::parse_int(extra, "trainer.evals_without_improvement", file);
@@ -249,15 +418,16 @@ class Trainer {
       const std::string k = "dropout." + std::to_string(i) + ".";
       generators[i]->set_state(static_cast<std::uint64_t>(std::stoull(extra.at(k + "seed"))), static_cast<std::uint64_t>(std::stoull(extra.at(k + "offset"))));
     }
-    log("{\"event\": \"resume\", \"step\": " + std::to_string(step_) + "}");
-    return true;
   }
 
+ public:
   TrainResult run() {
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t tokens_at_start = tokens_;
     TrainResult result;
     const nn::ParameterList<T, D> params = model_.trainable_parameters();
+    nn::ParameterList<float, D> weighting_params;  // those of the weighting optimizer (empty without one)
+    if constexpr (has_weighting_optimizer) weighting_params = model_.weighting_parameters();
     ProgressBar bar(options_.steps, options_.progress, options_.progress_every);
     bar.show_perplexity(false);
     if (step_ == 0) log("{\"event\": \"start\", \"steps\": " + std::to_string(options_.steps) + "}");
@@ -266,6 +436,10 @@ class Trainer {
     while (step_ < options_.steps) {
       const double lr = optim::apply_schedule(schedule_, optimizer_);
       optimizer_.zero_grad();
+      if constexpr (has_weighting_optimizer) {  // the lr a float model's one optimizer would give them
+        weighting_optimizer_->set_lr(lr);
+        weighting_optimizer_->zero_grad();
+      }
       std::vector<double> loss_sum, weight_sum;
       std::vector<int> present;
       double total = 0;
@@ -294,10 +468,14 @@ class Trainer {
           present[k] += 1;
         }
       }
-      if (options_.accumulation > 1) scale_gradients(params, 1.0 / options_.accumulation);
-      const double norm = options_.clip_norm > 0 ? optim::clip_grad_norm(params, options_.clip_norm) : optim::grad_norm(params);
+      if (options_.accumulation > 1) {
+        scale_gradients(params, 1.0 / options_.accumulation);
+        scale_gradients(weighting_params, 1.0 / options_.accumulation);
+      }
+      const double norm = clip_gradients(params, weighting_params);
       if (std::isfinite(norm)) {
         optimizer_.step();
+        if constexpr (has_weighting_optimizer) weighting_optimizer_->step();
       } else {  // a NaN or inf gradient would poison every parameter and moment: skip the update
         ++result.skipped_steps;
         log("{\"event\": \"skipped\", \"step\": " + std::to_string(step_ + 1) + ", \"reason\": \"non-finite gradient norm\"}");
@@ -305,6 +483,10 @@ class Trainer {
       ++step_;
       tokens_ += tokens;
       result.step_losses.push_back(total);
+      std::vector<double> weights(present.size(), std::numeric_limits<double>::quiet_NaN());
+      for (std::size_t k = 0; k < present.size(); ++k)
+        if (present[k] > 0) weights[k] = weight_sum[k] / present[k];
+      result.step_weights.push_back(std::move(weights));
       std::string detail;
       for (std::size_t k = 0; k < present.size() && k < names.size(); ++k)
         if (present[k] > 0) detail += (detail.empty() ? "" : "  ") + names[k] + " " + detail::number3(loss_sum[k] / present[k]);
@@ -345,6 +527,12 @@ class Trainer {
   std::int64_t step() const { return step_; }
   Generator& generator() { return generator_; }
   const TrainerOptions& options() const { return options_; }
+  // The optimizer of model.weighting_parameters(): the one passed in, or the one the Trainer built.
+  WeightingOptimizer& weighting_optimizer()
+    requires has_weighting_optimizer
+  {
+    return *weighting_optimizer_;
+  }
 
  private:
   template <class B>
@@ -355,11 +543,70 @@ class Trainer {
     return n;
   }
 
-  static void scale_gradients(const nn::ParameterList<T, D>& params, double s) {
+  template <class E>
+  static void scale_gradients(const nn::ParameterList<E, D>& params, double s) {
     NoGradGuard no_grad;
     for (const auto& p : nn::unique_parameters(params)) {
-      const Tensor<T, D> g = p.tensor.grad();
+      const Tensor<E, D> g = p.tensor.grad();
       if (g.defined()) g *= static_cast<float>(s);
+    }
+  }
+
+  // The global gradient norm of the model's and the weighting optimizer's parameters together,
+  // clipped to clip_norm as clip_grad_norm does (a float model's one list holds both): one norm
+  // and one scale for all, and a non-finite norm left unscaled for the caller to skip the step.
+  double clip_gradients(const nn::ParameterList<T, D>& params, const nn::ParameterList<float, D>& weighting_params) {
+    if constexpr (!has_weighting_optimizer) {
+      return options_.clip_norm > 0 ? optim::clip_grad_norm(params, options_.clip_norm) : optim::grad_norm(params);
+    } else {
+      const double norm = std::hypot(optim::grad_norm(params), optim::grad_norm(weighting_params));
+      if (options_.clip_norm > 0 && std::isfinite(norm)) {
+        const double scale = options_.clip_norm / (norm + 1e-6);
+        if (scale < 1.0) {
+          scale_gradients(params, scale);
+          scale_gradients(weighting_params, scale);
+        }
+      }
+      return norm;
+    }
+  }
+
+  // The model file: the trainable parameters and, with a weighting optimizer, the weighting's
+  // float ones beside them (F32 next to BF16), all under the names the model gives them.
+  void save_parameters(const std::string& path) const {
+    const io::Metadata metadata = {{"step", std::to_string(step_)}};
+    if constexpr (!has_weighting_optimizer) {
+      io::save_checkpoint(path, model_.trainable_parameters(), metadata);
+    } else {
+      std::vector<io::NamedTensor> tensors;
+      for (const auto& p : model_.trainable_parameters()) tensors.push_back({p.name, detail::host_copy(p.tensor)});
+      for (const auto& p : model_.weighting_parameters()) tensors.push_back({p.name, detail::host_copy(p.tensor)});
+      io::save_safetensors(path, tensors, metadata);
+    }
+  }
+  void load_parameters(const std::string& path) {
+    if constexpr (!has_weighting_optimizer) {
+      io::load_checkpoint(path, model_.trainable_parameters());
+    } else {
+      // Two element types, two lists: each loads its own names (checking shape and dtype), once the
+      // file's names are checked to be exactly theirs.
+      const nn::ParameterList<T, D> params = model_.trainable_parameters();
+      const nn::ParameterList<float, D> own = model_.weighting_parameters();
+      std::map<std::string, bool> expected;
+      for (const auto& p : params) expected[p.name] = false;
+      for (const auto& p : own) expected[p.name] = false;
+      std::string problems;
+      const io::SafetensorsFile file(path);
+      for (const auto& info : file.tensors()) {
+        const auto it = expected.find(info.name);
+        if (it == expected.end()) problems += "\n  unexpected in the file: '" + info.name + "', not a parameter of the model or its weighting";
+        else it->second = true;
+      }
+      for (const auto& [name, found] : expected)
+        if (!found) problems += "\n  missing in the file: '" + name + "'";
+      if (!problems.empty()) throw FileError("[train::Trainer] " + path + " does not match the model (nothing was loaded):" + problems);
+      io::load_checkpoint(path, params, io::LoadOptions{.strict = false});
+      io::load_checkpoint(path, own, io::LoadOptions{.strict = false});
     }
   }
 
@@ -376,8 +623,7 @@ class Trainer {
       best_score_ = e.score;
       best_step_ = step_;
       evals_without_improvement_ = 0;
-      if (!options_.checkpoint_dir.empty())
-        io::save_checkpoint((options_.checkpoint_dir / "best.safetensors").string(), model_.trainable_parameters(), {{"step", std::to_string(step_)}});
+      if (!options_.checkpoint_dir.empty()) save_parameters((options_.checkpoint_dir / "best.safetensors").string());
     } else {
       ++evals_without_improvement_;
     }
@@ -392,7 +638,7 @@ class Trainer {
     if (options_.checkpoint_dir.empty()) return;
     namespace fs = std::filesystem;
     const std::string model_file = "model-" + std::to_string(step_) + ".safetensors";
-    io::save_checkpoint((options_.checkpoint_dir / model_file).string(), model_.trainable_parameters(), {{"step", std::to_string(step_)}});
+    save_parameters((options_.checkpoint_dir / model_file).string());
     std::map<std::string, std::string> extra;
     source_.save_state(extra);
     extra["trainer.step"] = std::to_string(step_);
@@ -407,7 +653,15 @@ class Trainer {
       extra["dropout." + std::to_string(i) + ".seed"] = std::to_string(generators[i]->seed());
       extra["dropout." + std::to_string(i) + ".offset"] = std::to_string(generators[i]->offset());
     }
-    io::save_training_state((options_.checkpoint_dir / "state.safetensors").string(), optimizer_, generator_, extra);
+    mtl::save_weighting_state(model_.weighting(), extra, "weighting.");
+    const std::string state_file = (options_.checkpoint_dir / "state.safetensors").string();
+    if constexpr (has_weighting_optimizer) {
+      extra["trainer.weighting_optimizer.step"] = std::to_string(weighting_optimizer_->step_count());
+      io::save_training_state(state_file, detail::JointOptimizerState<Optimizer, WeightingOptimizer, D>{optimizer_, *weighting_optimizer_}, generator_,
+                              extra);
+    } else {
+      io::save_training_state(state_file, optimizer_, generator_, extra);
+    }
     // The new state names model_file: older model files are no longer reachable.
     for (const auto& entry : fs::directory_iterator(options_.checkpoint_dir)) {
       const std::string name = entry.path().filename().string();
@@ -439,6 +693,8 @@ class Trainer {
 
   Model& model_;
   Optimizer& optimizer_;
+  std::unique_ptr<WeightingOptimizer> owned_weighting_optimizer_;  // the one built when none was passed
+  WeightingOptimizer* weighting_optimizer_ = nullptr;              // that one or the caller's
   Schedule schedule_;
   Source& source_;
   Evaluate evaluate_;
@@ -454,5 +710,12 @@ class Trainer {
 // Deduces the template arguments from the constructor's (evaluate: a function, lambda or nullptr).
 template <class Model, class Optimizer, class Schedule, class Source, class Evaluate>
 Trainer(Model&, Optimizer&, Schedule, Source&, Evaluate&&, TrainerOptions) -> Trainer<Model, Optimizer, Schedule, Source>;
+template <class Model, class Optimizer, class WeightingOptimizer, class Schedule, class Source, class Evaluate>
+  requires(!optim::LrSchedule<WeightingOptimizer>)
+Trainer(Model&, Optimizer&, WeightingOptimizer&, Schedule, Source&, Evaluate&&) -> Trainer<Model, Optimizer, Schedule, Source, WeightingOptimizer>;
+template <class Model, class Optimizer, class WeightingOptimizer, class Schedule, class Source, class Evaluate>
+  requires(!optim::LrSchedule<WeightingOptimizer>)
+Trainer(Model&, Optimizer&, WeightingOptimizer&, Schedule, Source&, Evaluate&&, TrainerOptions)
+    -> Trainer<Model, Optimizer, Schedule, Source, WeightingOptimizer>;
 
 }  // namespace cerberus::train

@@ -31,6 +31,10 @@
 // UncertaintyOn<cuda>, built from the cpu object the user passed. Per-task gradients (conflict
 // measurement, GradNorm, gradient surgery) are read into double vectors on the host: see
 // task_gradients.hpp for what that costs on a device.
+//
+// State: a weighting with statistics outside its parameters (DWA, GradNorm, RLW, PCGrad) saves
+// and restores them as string entries (save_state / restore_state, HasWeightingState in
+// state.hpp), which train::Trainer writes into its training-state file.
 #pragma once
 
 #include <concepts>
@@ -40,6 +44,7 @@
 #include <vector>
 
 #include "cerberus/core/device.hpp"
+#include "cerberus/mtl/weighting/state.hpp"
 #include "cerberus/nn/parameter.hpp"
 #include "cerberus/tensor/tensor.hpp"
 

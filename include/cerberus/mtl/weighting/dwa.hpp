@@ -12,17 +12,24 @@
 // usual choice when epochs are long); with steps_per_epoch = 0 an epoch ends only when you call
 // end_epoch() (the paper's unit). An epoch's average of task i counts only the steps where task i
 // was present; a task missing from one of the last two epochs gets r_i = 1.
+//
+// State (state.hpp): the current epoch's sums and counts, the last two epochs' averages and the
+// epoch counters, saved by save_state as "dwa.*" entries; a resumed run restores them and weighs
+// its next step as the uninterrupted run would.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cerberus/core/error.hpp"
 #include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/mtl/weighting/state.hpp"
 #include "cerberus/mtl/weighting/task_gradients.hpp"
 
 namespace cerberus::mtl {
@@ -95,6 +102,32 @@ class DWA {
     }
     if (options_.steps_per_epoch > 0 && ++steps_in_epoch_ == options_.steps_per_epoch) end_epoch();
     return r;
+  }
+
+  void save_state(WeightingState& out, const std::string& prefix = "") const {
+    out[prefix + "dwa.sum"] = detail::encode_doubles(sum_);
+    out[prefix + "dwa.count"] = detail::encode_integers(count_);
+    out[prefix + "dwa.newer"] = detail::encode_doubles(newer_);
+    out[prefix + "dwa.older"] = detail::encode_doubles(older_);
+    out[prefix + "dwa.epochs"] = std::to_string(epochs_);
+    out[prefix + "dwa.steps_in_epoch"] = std::to_string(steps_in_epoch_);
+  }
+  // Every entry is read and checked before any statistic changes.
+  void restore_state(const WeightingState& in, const std::string& prefix = "") {
+    const detail::WeightingStateReader read(in, prefix, "DWA");
+    std::vector<double> sum = read.numbers("dwa.sum");
+    const std::vector<std::uint64_t> count = read.counts("dwa.count", sum.size());
+    std::vector<double> newer = read.numbers("dwa.newer"), older = read.numbers("dwa.older");
+    // An epoch's averages have one entry per task, or none before the first epoch closed.
+    if (!newer.empty() && newer.size() != sum.size()) read.fail("dwa.newer", "expected " + std::to_string(sum.size()) + " values or none");
+    if (!older.empty() && older.size() != sum.size()) read.fail("dwa.older", "expected " + std::to_string(sum.size()) + " values or none");
+    const std::uint64_t epochs = read.count("dwa.epochs"), steps_in_epoch = read.count("dwa.steps_in_epoch");
+    sum_ = std::move(sum);
+    count_.assign(count.begin(), count.end());
+    newer_ = std::move(newer);
+    older_ = std::move(older);
+    epochs_ = static_cast<std::size_t>(epochs);
+    steps_in_epoch_ = static_cast<std::size_t>(steps_in_epoch);
   }
 
  private:

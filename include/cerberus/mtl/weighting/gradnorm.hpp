@@ -21,6 +21,9 @@
 // turns the one it is given into GradNormOn<cuda> (on_device, the converting constructor). The
 // norms G_i are read on the host (task_gradients.hpp); only W's gradients are copied unless
 // measure_conflict asks for every shared one.
+// State (state.hpp): the initial losses L_i(0) and the last backward's norms, targets and L_grad,
+// saved by save_state as "gradnorm.*" entries (the weights themselves are a parameter, saved with
+// the model's); a resumed run restores them and measures its training rates from the same L_i(0).
 #pragma once
 
 #include <algorithm>
@@ -35,6 +38,7 @@
 #include "cerberus/autograd/grad_mode.hpp"
 #include "cerberus/core/error.hpp"
 #include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/mtl/weighting/state.hpp"
 #include "cerberus/mtl/weighting/task_gradients.hpp"
 #include "cerberus/nn/parameter.hpp"
 #include "cerberus/ops/reduce.hpp"
@@ -134,6 +138,28 @@ class GradNormOn {
     const Tensor<float, D> lgrad = sum(abs(weights_ * to_device(from_vector<float>(unit_norm)) - to_device(from_vector<float>(target))));
     lgrad.backward();
     return r;
+  }
+
+  void save_state(WeightingState& out, const std::string& prefix = "") const {
+    out[prefix + "gradnorm.initial_loss"] = detail::encode_doubles(initial_loss_);
+    out[prefix + "gradnorm.grad_norms"] = detail::encode_doubles(grad_norms_);
+    out[prefix + "gradnorm.target_norms"] = detail::encode_doubles(targets_);
+    out[prefix + "gradnorm.loss"] = detail::encode_double(gradnorm_loss_);
+  }
+  // Every entry is read and checked (one value per task; the last norms none before the first
+  // backward) before any statistic changes.
+  void restore_state(const WeightingState& in, const std::string& prefix = "") {
+    const detail::WeightingStateReader read(in, prefix, "GradNorm");
+    const auto n = static_cast<std::size_t>(weights_.numel());
+    std::vector<double> initial = read.numbers("gradnorm.initial_loss", n);
+    std::vector<double> norms = read.numbers("gradnorm.grad_norms"), targets = read.numbers("gradnorm.target_norms");
+    if (!norms.empty() && norms.size() != n) read.fail("gradnorm.grad_norms", "expected " + std::to_string(n) + " values (one per task) or none");
+    if (!targets.empty() && targets.size() != n) read.fail("gradnorm.target_norms", "expected " + std::to_string(n) + " values (one per task) or none");
+    const double loss = read.number("gradnorm.loss");
+    initial_loss_ = std::move(initial);
+    grad_norms_ = std::move(norms);
+    targets_ = std::move(targets);
+    gradnorm_loss_ = loss;
   }
 
  private:

@@ -10,18 +10,22 @@
 // paper. Every pc_i is a combination of the g_j, so the work runs on the K x K Gram matrix and the
 // report's weights are the exact coefficients c_j with sum_i pc_i = sum_j c_j g_j (all 1 when no
 // pair conflicts). Task-specific parameters get their own task's plain gradient. Cost: one
-// backward per present task (see task_gradients.hpp).
+// backward per present task (see task_gradients.hpp). State (state.hpp): the generator's
+// (seed, offset), saved by save_state as "pcgrad.generator.*" entries, so that a resumed run
+// shuffles as the uninterrupted run would.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "cerberus/core/random.hpp"
 #include "cerberus/mtl/weighting/concept.hpp"
 #include "cerberus/mtl/weighting/simplex.hpp"
+#include "cerberus/mtl/weighting/state.hpp"
 #include "cerberus/mtl/weighting/task_gradients.hpp"
 
 namespace cerberus::mtl {
@@ -58,6 +62,10 @@ class PCGrad {
  public:
   explicit PCGrad(PCGradOptions options = {}) : generator_(options.seed) {}
   Generator& generator() { return generator_; }
+  void save_state(WeightingState& out, const std::string& prefix = "") const { detail::save_generator(out, prefix + "pcgrad.generator", generator_); }
+  void restore_state(const WeightingState& in, const std::string& prefix = "") {
+    detail::WeightingStateReader(in, prefix, "PCGrad").restore_generator("pcgrad.generator", generator_);
+  }
 
   template <SharedElement T, Device D>
   WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {

@@ -5,7 +5,9 @@
 // present tasks by a softmax over their z: w_i = exp(z_i) / sum_{j present} exp(z_j), so the
 // weights sum to 1 (the paper's and LibMTL's scale; multiply the learning rate by N to compare
 // with Equal). N normals are drawn every step whichever tasks are present, so the stream of
-// weights depends only on the seed and the step count (generator() exposes it to save/restore).
+// weights depends only on the seed and the step count. State (state.hpp): the generator's
+// (seed, offset), saved by save_state as "rlw.generator.*" entries, so that a resumed run draws
+// the uninterrupted run's weights.
 #pragma once
 
 #include <algorithm>
@@ -13,10 +15,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cerberus/core/random.hpp"
 #include "cerberus/mtl/weighting/concept.hpp"
+#include "cerberus/mtl/weighting/state.hpp"
 #include "cerberus/mtl/weighting/task_gradients.hpp"
 #include "cerberus/tensor/factories.hpp"
 
@@ -32,6 +36,10 @@ class RLW {
   explicit RLW(RLWOptions options = {}) : options_(options), generator_(options.seed) {}
 
   Generator& generator() { return generator_; }
+  void save_state(WeightingState& out, const std::string& prefix = "") const { detail::save_generator(out, prefix + "rlw.generator", generator_); }
+  void restore_state(const WeightingState& in, const std::string& prefix = "") {
+    detail::WeightingStateReader(in, prefix, "RLW").restore_generator("rlw.generator", generator_);
+  }
 
   template <SharedElement T, Device D>
   WeightingReport backward(const TaskLossesOn<D>& l, const nn::ParameterList<T, D>& shared) {
