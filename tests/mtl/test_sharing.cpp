@@ -241,3 +241,33 @@ TEST_CASE("gradcheck (double) through a composed 3-task model: Adapters") {
   check_gradients(m, mixed_double(), {"adapters.a.layers.0.attn.q_proj.lora_A", "adapters.b.layers.0.mlp.down_proj.lora_B",
                                       "adapters.c.layers.0.attn.o_proj.lora_A", "trunk.layers.0.attn.k_proj.weight", "heads.a.proj.bias"});
 }
+
+TEST_CASE("LM heads compute a training loss from the hidden states: the same bits as through their logits") {
+  // Model::losses (training) asks an LMHead for hidden_loss (linear_cross_entropy, no [B, T, V]
+  // logits); forward_with_losses goes through the logits. Losses and every gradient agree bitwise.
+  using M = mtl::Model<nn::Encoder<>, mtl::Hard, mtl::Equal, mtl::Task<"a", Cls>, mtl::Task<"b", mtl::LMHead<>>,
+                       mtl::Task<"u", mtl::LMHead<mtl::Tying::untied>>>;
+  const auto batch = make_batch<float>({1, 2, 0, 1, 2, 2}, 5, {0, 2, 1, 0, 3, 0}, 9);
+  const auto run = [&](bool through_logits) {
+    Generator gen(3);
+    M m(nn::Encoder<>(tiny_config(), gen), gen);
+    std::vector<Tensor<float>> losses;
+    if (through_logits) {
+      for (const auto& l : m.forward_with_losses(batch).losses) losses.push_back(*l);
+    } else {
+      for (const auto& l : m.task_losses(batch)) losses.push_back(*l);
+    }
+    Tensor<float> total = losses[0] + losses[1] * 0.5f + losses[2] * 2.0f;
+    total.backward();
+    std::vector<std::vector<float>> out;
+    for (const auto& l : losses) out.push_back(l.detach().to_vector());
+    for (const auto& p : m.named_parameters()) {
+      REQUIRE(p.tensor.grad().defined());
+      out.push_back(p.tensor.grad().to_vector());
+    }
+    return out;
+  };
+  const auto fused = run(false), unfused = run(true);
+  REQUIRE(fused.size() == unfused.size());
+  for (std::size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == unfused[i]);
+}

@@ -11,7 +11,10 @@
 //                                   loss: mean squared error against batch.values [B] (K = 1) or [B, K]
 //   LMHead<Tying>                   hidden x W^T, W [V, C] the trunk's token embedding (tied, the
 //                                   same storage) or its own Linear (untied) -> logits [B, T, V]
-//                                   loss: cross_entropy over batch.token_labels (next-token targets)
+//                                   loss: cross_entropy over batch.token_labels (next-token targets);
+//                                   hidden_loss(hidden, batch) gives the same loss from the hidden
+//                                   states through linear_cross_entropy, never holding [B, T, V]
+//                                   (mtl::Model uses it when only losses are asked for: training)
 // Pooling (right padding assumed): first = position 0; mean = average over non-padded positions;
 // last = the last non-padded position of each row.
 //
@@ -46,6 +49,7 @@
 #include "cerberus/nn/module.hpp"
 #include "cerberus/ops/indexing.hpp"
 #include "cerberus/ops/linear.hpp"
+#include "cerberus/ops/linear_cross_entropy.hpp"
 #include "cerberus/ops/loss.hpp"
 #include "cerberus/ops/reduce.hpp"
 
@@ -284,6 +288,13 @@ class LMHead : public nn::Module<LMHead<Tie, T, D>, T, D> {
   Tensor<compute_t<T>, D> loss(const Tensor<T, D>& logits, const Batch<T, D>& batch) const {
     detail::require_field("LMHead", batch.token_labels, "token_labels", Shape{logits.size(0), logits.size(1)});
     return cross_entropy(logits, detail::ignore_padded(batch.token_labels, batch.padding, -100));
+  }
+  // loss(forward(hidden, batch.padding), batch) without the [B, T, V] logits: the product and the
+  // loss in row blocks (ops/linear_cross_entropy.hpp), the same numbers on the CPU.
+  Tensor<compute_t<T>, D> hidden_loss(const Tensor<T, D>& hidden, const Batch<T, D>& batch) const {
+    detail::check_hidden("LMHead", hidden.shape(), batch.padding, weight().size(1));
+    detail::require_field("LMHead", batch.token_labels, "token_labels", Shape{hidden.size(0), hidden.size(1)});
+    return linear_cross_entropy(hidden, weight(), detail::ignore_padded(batch.token_labels, batch.padding, -100));
   }
 
   template <class F>

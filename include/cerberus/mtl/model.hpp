@@ -149,11 +149,11 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
     detail::Rows<D> rows;
     std::vector<std::optional<Loss>> losses;  // forward_with_losses only; empty after forward
   };
-  Outputs forward(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/false); }
-  Outputs forward_with_losses(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/true); }
+  Outputs forward(const Batch<T, D>& batch) { return pass(batch, Pass::outputs); }
+  Outputs forward_with_losses(const Batch<T, D>& batch) { return pass(batch, Pass::both); }
 
   // One mean loss per task over its own examples; nullopt for a task with no example.
-  std::vector<std::optional<Loss>> task_losses(const Batch<T, D>& batch) { return pass(batch, /*with_losses=*/true).losses; }
+  std::vector<std::optional<Loss>> task_losses(const Batch<T, D>& batch) { return pass(batch, Pass::losses).losses; }
 
   // The sharing strategy's penalty (Soft: the L2 coupling; computed in T, then converted), or an
   // undefined tensor.
@@ -242,21 +242,32 @@ class Model : public nn::Module<Model<Tr, Sharing, Weighting, Tasks...>, typenam
     if constexpr (std::is_same_v<WeightingType, Weighting>) return std::move(w);
     else return WeightingType(w);
   }
-  Outputs pass(const Batch<T, D>& batch, bool with_losses) {
+  // What a pass computes: the heads' outputs, their losses, or both.
+  enum class Pass { outputs, losses, both };
+  // With losses only (training), a head that offers hidden_loss(hidden, batch) (LMHead) computes
+  // its loss from the hidden states without building its output ([B, T, V] logits); its entry
+  // of Outputs::outputs stays empty.
+  Outputs pass(const Batch<T, D>& batch, Pass what) {
     Outputs out;
     out.rows = route(batch.task_id, batch.size(), task_count);
     check_packing(batch, out.rows);
     const auto hidden = strategy_.hidden(batch, out.rows);
     out.outputs.resize(task_count);
-    if (with_losses) out.losses.resize(task_count);
+    if (what != Pass::outputs) out.losses.resize(task_count);
     for_each_task([&](auto k) {
       if (!out.rows[k]) return;
       auto& head = std::get<k>(heads_);
-      if (!with_losses) {
+      if (what == Pass::outputs) {
         out.outputs[k] = head.forward(*hidden[k], select_padding(batch, *out.rows[k]));
         return;
       }
       const Batch<T, D> mine = out.rows[k]->numel() == batch.size() ? batch : batch.select(*out.rows[k]);
+      if constexpr (requires { head.hidden_loss(*hidden[k], mine); }) {
+        if (what == Pass::losses) {
+          out.losses[k] = head.hidden_loss(*hidden[k], mine);
+          return;
+        }
+      }
       out.outputs[k] = head.forward(*hidden[k], mine.padding);
       out.losses[k] = head.loss(*out.outputs[k], mine);
     });
