@@ -3,6 +3,9 @@
 //   softmax        x [4096, 8000]                 (forward only: ops/softmax.hpp has no backward yet)
 //   layer_norm     x [4096, 512], weight, bias    (backward: dx, dweight, dbias)
 //   cross_entropy  logits [4096, 8000], targets   (mean reduction; backward: dlogits)
+//   lm head + cross_entropy  hidden [2048, 256], W [8000, 256], targets: the tiny GPT's LM head and
+//                  loss, forward + backward (dhidden, dW); cerberus's linear_cross_entropy (row
+//                  blocks, no [2048, 8000] logits held) and its two ops, LibTorch's two ops
 //
 // This one file builds two programs (benchmarks/CMakeLists.txt):
 //   transformer_ops           cerberus (C++20). It runs the LibTorch peer itself, once per thread
@@ -31,6 +34,7 @@
 namespace {
 
 constexpr std::int64_t rows = 4096, vocab = 8000, channels = 512;
+constexpr std::int64_t head_rows = 2048, head_features = 256;  // the tiny GPT's LM head: [2048, 256] x [8000, 256]^T
 
 // Inputs both programs generate identically (a splitmix64 stream), so their losses can be compared.
 std::vector<float> uniform_values(std::size_t n, float lo, float hi, std::uint64_t seed) {
@@ -59,12 +63,17 @@ struct Inputs {
   std::vector<float> weight = uniform_values(static_cast<std::size_t>(channels), 0.5, 1.5, 3);
   std::vector<float> bias = uniform_values(static_cast<std::size_t>(channels), -0.5, 0.5, 4);
   std::vector<float> dy = uniform_values(static_cast<std::size_t>(rows * channels), -1, 1, 5);
+  std::vector<float> hidden = uniform_values(static_cast<std::size_t>(head_rows * head_features), -2, 2, 6);
+  std::vector<float> head_weight = uniform_values(static_cast<std::size_t>(vocab * head_features), -0.1f, 0.1f, 8);
+  std::vector<std::int64_t> head_targets = target_values(static_cast<std::size_t>(head_rows), vocab);
 };
 
 }  // namespace
 
 #if defined(CERBERUS_BENCH_LIBTORCH)
 // ---- the LibTorch peer --------------------------------------------------------------------------
+#include <dlfcn.h>
+
 #include <ATen/Version.h>
 #include <torch/torch.h>
 
@@ -74,6 +83,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   torch::set_num_threads(std::atoi(argv[1]));
+  // Debian's OpenBLAS (LibTorch's matrix products here) keeps its own thread pool, which
+  // torch::set_num_threads does not reach: limit it too (as benchmarks/peers/gpt_libtorch.cpp).
+  if (auto set_blas_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set_blas_threads(std::atoi(argv[1]));
   const Inputs in;
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
   auto from = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
@@ -102,6 +115,10 @@ int main(int argc, char** argv) {
   }
   std::printf("layer_norm_fwdbwd %.9g\n", cerberus::bench::median_seconds([&] { torch::layer_norm(xg, {channels}, wg, bg, 1e-5).backward(dy); }));
   std::printf("cross_entropy_fwdbwd %.9g\n", cerberus::bench::median_seconds([&] { F::cross_entropy(lg, targets).backward(); }));
+  const auto hg = from(in.hidden, {head_rows, head_features}).requires_grad_();
+  const auto hw = from(in.head_weight, {vocab, head_features}).requires_grad_();
+  const auto ht = torch::from_blob(const_cast<std::int64_t*>(in.head_targets.data()), {head_rows}, torch::kInt64).clone();
+  std::printf("lm_head_ce_fwdbwd %.9g\n", cerberus::bench::median_seconds([&] { F::cross_entropy(F::linear(hg, hw), ht).backward(); }));
   return 0;
 }
 
@@ -141,6 +158,13 @@ Times measure_cerberus(const Inputs& in) {
   }
   t["layer_norm_fwdbwd"] = bench::median_seconds([&] { layer_norm(xg, wg, bg, 1e-5).backward(dy); });
   t["cross_entropy_fwdbwd"] = bench::median_seconds([&] { cross_entropy(lg, targets).backward(); });
+  Tensor<float> hg = from_vector<float>(in.hidden, {head_rows, head_features});
+  Tensor<float> hw = from_vector<float>(in.head_weight, {vocab, head_features});
+  const auto ht = from_vector<std::int64_t>(in.head_targets, {head_rows});
+  hg.set_requires_grad();
+  hw.set_requires_grad();
+  t["lm_head_ce_fwdbwd"] = bench::median_seconds([&] { linear_cross_entropy(hg, hw, ht).backward(); });
+  t["lm_head_ce_two_ops_fwdbwd"] = bench::median_seconds([&] { cross_entropy(linear(hg, hw), ht).backward(); });
   return t;
 }
 
@@ -195,7 +219,9 @@ int main(int argc, char** argv) {
                             {"layer_norm_fwd", "layer_norm fwd"},
                             {"layer_norm_fwdbwd", "layer_norm fwd+bwd"},
                             {"cross_entropy_fwd", "cross_entropy fwd"},
-                            {"cross_entropy_fwdbwd", "cross_entropy fwd+bwd"}};
+                            {"cross_entropy_fwdbwd", "cross_entropy fwd+bwd"},
+                            {"lm_head_ce_fwdbwd", "lm head+CE fwd+bwd"},
+                            {"lm_head_ce_two_ops_fwdbwd", "  (cerberus, two ops)"}};
     for (const auto& op : ops) {
       const double ct = c.at(op[0]);
       if (p.count(op[0])) {
