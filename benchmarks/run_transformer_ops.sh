@@ -4,7 +4,9 @@
 # MALLOC_* variables, when the process starts, so every setting is its own run; transformer_ops
 # starts the LibTorch peer as a child process, which inherits the setting.
 #   as installed      ATen dispatches to its AVX2 kernels on these AVX-512 machines
-#   avx512            ATEN_CPU_CAPABILITY=avx512: its AVX-512 kernels
+#   avx512            ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=Cooperlake: its AVX-512 kernels,
+#                     and OpenBLAS's (the LM head's products; this environment forces OpenBLAS
+#                     onto its AVX2 kernels otherwise, /work/shared/peers/README.md)
 #   malloc            MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736: glibc keeps freed
 #                     memory, so LibTorch's large temporaries stop paying first-touch page faults
 #                     (about 12 us per 4 KiB page here; /work/shared/peers/README.md)
@@ -26,6 +28,6 @@ run() {
 }
 threads=("$@")
 run "as installed"
-run "ATEN_CPU_CAPABILITY=avx512" ATEN_CPU_CAPABILITY=avx512
+run "ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=Cooperlake" ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=Cooperlake
 run "$keep_memory" $keep_memory
-run "ATEN_CPU_CAPABILITY=avx512 $keep_memory" ATEN_CPU_CAPABILITY=avx512 $keep_memory
+run "ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=Cooperlake $keep_memory" ATEN_CPU_CAPABILITY=avx512 OPENBLAS_CORETYPE=Cooperlake $keep_memory
