@@ -65,6 +65,12 @@
 // eval mode (dropout off; the model's mode is restored afterwards) without recording gradients.
 // Sampling restarts from options.generation.seed for every text, so a text's prediction does not
 // depend on the call or on its position in predict_many.
+//
+// Devices: a model over a cuda trunk (mtl::Model<nn::Decoder<float, cuda>, ...>) predicts the
+// same way. Prompts, token choices and scores stay on the host: each forward pass gets its batch
+// on the device and gives its output back, and each KV-cache step sends its new ids and brings
+// back one [rows, V] row of logits (tests/backend/cuda/test_generate_checkpoint.cu compares
+// every method with the CPU's).
 #pragma once
 
 #include <algorithm>
@@ -229,13 +235,13 @@ struct model_parts<mtl::Model<Tr, S, W, Tasks...>> {
 
 template <class H>
 inline constexpr bool is_lm_head = false;
-template <mtl::Tying Tie, Element T>
-inline constexpr bool is_lm_head<mtl::LMHead<Tie, T>> = true;
+template <mtl::Tying Tie, Element T, Device D>
+inline constexpr bool is_lm_head<mtl::LMHead<Tie, T, D>> = true;
 
 template <class H>
 inline constexpr bool is_sequence_classifier = false;
-template <Index N, mtl::Pooling P, Element T>
-inline constexpr bool is_sequence_classifier<mtl::SequenceClassifier<N, P, T>> = true;
+template <Index N, mtl::Pooling P, Element T, Device D>
+inline constexpr bool is_sequence_classifier<mtl::SequenceClassifier<N, P, T, D>> = true;
 
 template <class Tr>
 inline constexpr bool is_decoder = false;
@@ -304,6 +310,7 @@ template <class Model, PredictionTokenizer Tok>
 class Predictor {
  public:
   using T = typename Model::T;
+  using D = device_of_t<Model>;  // the model's device; prompts, choices and scores stay on the host
   static constexpr std::size_t task_count = Model::task_count;
 
   // model and tokenizer are held by reference and must outlive the Predictor; `tasks` must list
@@ -549,10 +556,16 @@ class Predictor {
     return batch;
   }
 
-  // Task k's head output on `batch` (all of whose rows are task k's).
+  // Task k's head output on `batch` (all of whose rows are task k's), on the host. A model on
+  // another device gets the batch there and gives its output back (one copy each way).
   Tensor<T> task_output(std::size_t k, const mtl::Batch<T>& batch) {
-    auto out = model_.forward(batch);
-    return *out.outputs[k];
+    if constexpr (std::is_same_v<D, cpu>) {
+      auto out = model_.forward(batch);
+      return *out.outputs[k];
+    } else {
+      auto out = model_.forward(batch.template to<D>());
+      return out.outputs[k]->template to<cpu>();
+    }
   }
 
   std::vector<Prediction> run(std::size_t k, std::span<const std::string> prompts) {
@@ -632,8 +645,10 @@ class Predictor {
           auto cache = trunk.make_cache(rows, std::max<Index>(t0 + g.max_new_tokens - 1, 1));
           decode_with(
               [&](const Tensor<std::int64_t>& ids_new) {
-                const Tensor<T> h = trunk.forward_step(ids_new, cache);  // [rows, T_new, C]
-                return head.forward(h.slice(1, h.size(1) - 1, h.size(1))).select(1, 0);  // [rows, V]
+                // The loop chooses tokens on the host: the new ids go to the model's device and
+                // the last position's logits come back.
+                const Tensor<T, D> h = trunk.forward_step(nn::detail::on_device<D>(ids_new), cache);  // [rows, T_new, C]
+                return nn::detail::on_host(head.forward(h.slice(1, h.size(1) - 1, h.size(1))).select(1, 0));  // [rows, V]
               },
               [&](const std::vector<Index>& order) { cache.reorder(order); });
         }

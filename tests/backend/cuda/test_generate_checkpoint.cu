@@ -3,15 +3,23 @@
 //     near-ties that float rounding could flip) and copied to cuda: logits of KV-cache steps
 //     against a full forward on the device, and greedy generation against the CPU's tokens;
 //   - safetensors checkpoints saved from cuda tensors, loaded into CPU models and back into
-//     cuda models, bit for bit, in float and in bf16.
+//     cuda models, bit for bit, in float and in bf16;
+//   - instruct::Predictor over a cuda multi-task model (KV-cache greedy generation and beam
+//     search, rank classification, head classification, predict_many) against the same model
+//     on the CPU.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "cerberus/instruct.hpp"
+#include "cerberus/mtl.hpp"
+#include "cerberus/mtl/weighting/static.hpp"
 #include "check.cuh"
 
 namespace {
@@ -115,6 +123,74 @@ void check_checkpoint(const char* label) {
   std::filesystem::remove_all(dir);
 }
 
+// One id per character: 0 pad, 1 bos, 2 eos, 3 sep, 4 + (c - 32) for printable ASCII.
+struct CharTokenizer {
+  std::vector<std::int64_t> encode(std::string_view s) const {
+    std::vector<std::int64_t> out;
+    for (const char c : s) out.push_back(c >= 32 && c < 127 ? 4 + (c - 32) : 4 + ('?' - 32));
+    return out;
+  }
+  std::string decode(std::span<const std::int64_t> ids) const {
+    std::string out;
+    for (const std::int64_t id : ids)
+      if (id >= 4) out += static_cast<char>(id - 4 + 32);
+    return out;
+  }
+  std::int64_t pad_id() const { return 0; }
+  std::int64_t bos_id() const { return 1; }
+  std::int64_t eos_id() const { return 2; }
+};
+
+template <class Trunk>
+using PredictModel = mtl::Model<Trunk, mtl::Hard, mtl::Equal, mtl::Task<"translate", mtl::LMHead<>>, mtl::Task<"summarize", mtl::LMHead<>>,
+                                mtl::Task<"sentiment", mtl::SequenceClassifier<2, mtl::Pooling::last>>>;
+
+void check_predictor() {
+  nn::TransformerConfig c;
+  c.vocab_size = 100, c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64, c.max_seq_len = 64;
+  Generator gen(21), gen_d(22);
+  PredictModel<nn::Decoder<float, cpu>> host(nn::Decoder<float, cpu>(c, gen), gen);
+  PredictModel<nn::Decoder<float, cuda>> device(nn::Decoder<float, cuda>(c, gen_d), gen_d);
+  check::copy_weights(host, device);
+
+  instruct::TaskRegistry tasks;
+  tasks.add(instruct::TaskSpec::make("translate", instruct::TaskKind::generation, "Translate to French.", {{"{instruction} {input}"}}));
+  tasks.add(instruct::TaskSpec::make("summarize", instruct::TaskKind::classification, "Summarize in one word.", {{"{instruction} {input}"}},
+                                     {"sports", "politics"}));
+  tasks.add(instruct::TaskSpec::make("sentiment", instruct::TaskKind::classification, "Positive or negative?", {{"{input} {instruction}"}},
+                                     {"negative", "positive"}));
+  instruct::PredictOptions o;
+  o.collate = {.max_length = 64, .add_bos = true, .sep_id = 3};
+  o.generation.max_new_tokens = 8;
+  o.generation.stop_at_eos = false;  // always 8 tokens: more positions compared
+  const CharTokenizer tok;
+  instruct::Predictor on_cpu(host, tok, tasks, o);
+  instruct::Predictor on_cuda(device, tok, tasks, o);
+  check::report(on_cuda.uses_kv_cache("translate"), "Predictor on cuda: generation runs on the KV cache");
+
+  const std::vector<std::string> texts = {"the cat sat", "a long day at the office", "yes"};
+  const auto same_ids = [](const instruct::Prediction& a, const instruct::Prediction& b) { return a.output_ids == b.output_ids; };
+  const auto close_probabilities = [](const instruct::Prediction& a, const instruct::Prediction& b) {
+    bool ok = a.label == b.label && a.probabilities.size() == b.probabilities.size();
+    for (std::size_t i = 0; ok && i < a.probabilities.size(); ++i) ok = std::abs(a.probabilities[i] - b.probabilities[i]) < 1e-4;
+    return ok;
+  };
+  bool greedy = true, beams = true, ranked = true, headed = true;
+  for (const auto& text : texts) {
+    greedy = greedy && same_ids(on_cuda.predict_task("translate", text), on_cpu.predict_task("translate", text));
+    ranked = ranked && close_probabilities(on_cuda.predict_task("summarize", text), on_cpu.predict_task("summarize", text));
+  }
+  const auto many_d = on_cuda.predict_many("sentiment", texts), many_h = on_cpu.predict_many("sentiment", texts);
+  for (std::size_t i = 0; i < texts.size(); ++i) headed = headed && close_probabilities(many_d[i], many_h[i]);
+  on_cpu.options().generation.decoding = on_cuda.options().generation.decoding = instruct::Decoding::beam_search;
+  on_cpu.options().generation.num_beams = on_cuda.options().generation.num_beams = 3;
+  for (const auto& text : texts) beams = beams && same_ids(on_cuda.predict_task("translate", text), on_cpu.predict_task("translate", text));
+  check::report(greedy, "Predictor on cuda: greedy generation (KV cache) gives the CPU's tokens");
+  check::report(beams, "Predictor on cuda: beam search (3 beams, KV cache) gives the CPU's tokens");
+  check::report(ranked, "Predictor on cuda: rank classification", "labels equal, probabilities within 1e-4");
+  check::report(headed, "Predictor on cuda: head classification through predict_many", "labels equal, probabilities within 1e-4");
+}
+
 }  // namespace
 
 int main() {
@@ -122,5 +198,6 @@ int main() {
     check_generation();
     check_checkpoint<float>("float");
     check_checkpoint<bfloat16>("bf16");
+    check_predictor();
   });
 }
