@@ -8,7 +8,9 @@
 # into $OUT/bench.txt. Every step has a timeout.
 # Stages: `run.sh` does all; `run.sh tests` builds and runs the tests only (about 8 minutes with
 # 16 cores), `run.sh bench` builds (reusing build-gpu/) and runs the benchmarks only (about 7):
-# two calls that each fit the device tool's 10-minute limit.
+# two calls that each fit the device tool's 10-minute limit. With programs prebuilt here
+# (benchmarks/gpu/prebuild.sh, carry [".gpu-deps", ".gpu-prebuilt"]) nothing is built there and
+# `run.sh` (all) fits one call.
 set -u
 STAGE="${1:-all}"
 case "$STAGE" in all|tests|bench) ;; *) echo "usage: run.sh [all|tests|bench]"; exit 2 ;; esac
@@ -28,6 +30,30 @@ else
   log "nvidia-smi not found"
 fi
 
+# Programs built here by benchmarks/gpu/prebuild.sh (carried in .gpu-prebuilt/) replace the build
+# when they were built from exactly these sources and start on this machine's libraries.
+for lib in /usr/local/cuda/lib64 /usr/local/cuda/lib; do
+  [ -d "$lib" ] && export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+PREBUILT="$ROOT/.gpu-prebuilt"
+use_prebuilt=0
+if [ -f "$PREBUILT/FINGERPRINT" ]; then
+  if [ "$(bash "$ROOT/benchmarks/gpu/fingerprint.sh")" != "$(cat "$PREBUILT/FINGERPRINT")" ]; then
+    log "prebuilt programs are from other sources: building here"
+  else
+    timeout 60 "$PREBUILT/backend_cuda_test_streams" >"$OUT/prebuilt_probe.log" 2>&1
+    probe=$?
+    if [ $probe -eq 126 ] || [ $probe -eq 127 ] || grep -q "error while loading shared libraries" "$OUT/prebuilt_probe.log"; then
+      log "prebuilt programs do not start here (rc $probe, prebuilt_probe.log): building here"
+    else
+      use_prebuilt=1
+      BUILD="$PREBUILT"
+      log "using the prebuilt programs (fingerprint $(cat "$PREBUILT/FINGERPRINT"); probe rc $probe)"
+    fi
+  fi
+fi
+
+if [ $use_prebuilt -eq 0 ]; then
 NVCC="${CUDACXX:-}"
 [ -z "$NVCC" ] && NVCC="$(command -v nvcc || true)"
 [ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
@@ -59,6 +85,10 @@ timeout "${BUILD_TIMEOUT:-300}" cmake --build "$BUILD" --target gpu_tests -j "$J
 build_rc=$?
 log "tests built, rc $build_rc"
 [ $build_rc -ne 0 ] && grep -E "error|Error" "$OUT/build.log" | head -40
+fi
+fi  # building here
+
+if [ "$STAGE" != bench ]; then
 
 : >"$OUT/tests.log"
 pass=0; fail=0; skip=0; missing=0
