@@ -4,12 +4,19 @@
 // fully masked rows; permuted and broadcast operands; bf16; large scores; shape errors.
 // Segments (sequence packing): equal to attending each segment on its own, forward and the three
 // gradients, causal or not, with padding, across tiles (some skipped); gradcheck in double.
+// The CPU tile kernels (backend/cpu/attention_kernel.hpp): the product against a double loop for
+// every row and column remainder and both operand layouts, the transpose exactly. Operands in
+// [B, T, H, D] memory (as nn's attention passes them): results and gradients come back in that
+// layout, equal to the reference at the GPT head sizes and edge lengths (either side of the
+// few-queries dot-product path), bitwise equal to the same op on contiguous copies (masks,
+// segments, bf16), and bitwise equal on 1 and 2 threads.
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "cerberus/backend/cpu/attention_kernel.hpp"
 #include "cerberus/ops/attention.hpp"
 #include "cerberus/tensor/factories.hpp"
 #include "cerberus/testing/gradcheck.hpp"
@@ -175,6 +182,15 @@ TEST_CASE("attention: gradients match finite differences in double", "[attention
                                                                x[2].permute({0, 2, 1, 3}), {.causal = true});
                          },
                          {random_uniform<double>({2, 4, 3, 5}, -1, 1, 35), random_uniform<double>({2, 4, 3, 5}, -1, 1, 36), random_uniform<double>({2, 4, 3, 2}, -1, 1, 37)});
+  // 25 queries: the transposed-keys path (the cases above have fewer than
+  // attention_transpose_min_queries queries and take dot products), operands in [B, T, H, D].
+  expect_gradients_match("transposed keys, causal",
+                         [](const Inputs& x) {
+                           return scaled_dot_product_attention(x[0].permute({0, 2, 1, 3}), x[1].permute({0, 2, 1, 3}),
+                                                               x[2].permute({0, 2, 1, 3}), {.causal = true});
+                         },
+                         {random_uniform<double>({1, 25, 2, 3}, -1, 1, 41), random_uniform<double>({1, 25, 2, 3}, -1, 1, 42),
+                          random_uniform<double>({1, 25, 2, 2}, -1, 1, 43)});
   // Keys and values shared by every head (multi-query attention through expand: stride 0).
   expect_gradients_match("keys broadcast over heads",
                          [](const Inputs& x) {
@@ -420,4 +436,224 @@ TEST_CASE("attention names the op and the shapes in its errors", "[attention][er
   }
   // Tq > Tk: queries have no key position, hence no segment.
   CHECK_THROWS_AS(scaled_dot_product_attention(zeros<float>({2, 3, 6, 8}), k, v, {.segments = zeros<std::int64_t>({2, 5})}), ShapeError);
+}
+
+// ---- the CPU tile kernels and the [B, T, H, D] result layout ----------------------------------
+
+namespace {
+
+// c (+)= alpha * A B in double, for A read through (a_rs, a_ks) and B through b_ks.
+template <class C>
+std::vector<double> naive_product(Index m, Index n, Index depth, double alpha, const std::vector<C>& a, Index a_rs, Index a_ks,
+                                  const std::vector<C>& b, Index b_ks, const std::vector<C>& c, Index c_rs, bool accumulate) {
+  std::vector<double> r(c.begin(), c.end());
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      double sum = 0;
+      for (Index p = 0; p < depth; ++p)
+        sum += static_cast<double>(a[static_cast<std::size_t>(i * a_rs + p * a_ks)]) * static_cast<double>(b[static_cast<std::size_t>(p * b_ks + j)]);
+      double& out = r[static_cast<std::size_t>(i * c_rs + j)];
+      out = accumulate ? out + alpha * sum : alpha * sum;
+    }
+  return r;
+}
+
+template <class C>
+std::vector<C> random_values(std::size_t n, std::uint64_t seed) {
+  const auto t = random_uniform<double>({static_cast<Index>(n)}, -1, 1, seed);
+  std::vector<C> r;
+  for (const double x : values(t)) r.push_back(static_cast<C>(x));
+  return r;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("attention tile product matches a double loop for every remainder and layout", "[attention][kernel]", float, double) {
+  using C = TestType;
+  const double tol = std::is_same_v<C, float> ? 1e-5 : 1e-13;
+  namespace ak = cpu_backend::attention_kernel;
+  // Rows: every remainder of the row block; columns: below one vector, vector tails, several
+  // column blocks (80 = 5 vectors of float: a 4-vector block plus a 1-vector block).
+  for (const Index m : {Index{1}, Index{5}, Index{6}, Index{7}, Index{13}, Index{64}})
+    for (const Index n : {Index{1}, Index{3}, Index{8}, Index{16}, Index{17}, Index{64}, Index{80}, Index{130}})
+      for (const Index depth : {Index{1}, Index{16}, Index{67}})
+        for (const bool transposed_a : {false, true})
+          for (const bool accumulate : {false, true}) {
+            // A [m, depth] inside a padded buffer: rows contiguous (q, P) or columns contiguous (P^T).
+            const Index a_rs = transposed_a ? 1 : depth + 3, a_ks = transposed_a ? m + 2 : 1;
+            const Index b_ks = n + 5, c_rs = n + 7;
+            const auto a = random_values<C>(static_cast<std::size_t>(transposed_a ? depth * a_ks : m * a_rs), 100 + m);
+            const auto b = random_values<C>(static_cast<std::size_t>(depth * b_ks), 200 + n);
+            auto c = random_values<C>(static_cast<std::size_t>(m * c_rs), 300 + depth);
+            const auto want = naive_product(m, n, depth, 0.37, a, a_rs, a_ks, b, b_ks, c, c_rs, accumulate);
+            ak::tile_product<C>(m, n, depth, C(0.37), a.data(), a_rs, a_ks, b.data(), b_ks, c.data(), c_rs, accumulate);
+            // Padding between C's rows is never written.
+            std::vector<double> got(c.begin(), c.end());
+            const auto r = compare(got, want, tol, tol);
+            INFO("m " << m << ", n " << n << ", depth " << depth << ", A transposed " << transposed_a << ", accumulate " << accumulate << ": "
+                      << r.describe());
+            CHECK(r.ok());
+          }
+}
+
+TEMPLATE_TEST_CASE("attention transpose lays keys out exactly, zero-padded", "[attention][kernel]", float, double) {
+  using C = TestType;
+  for (const Index rows : {Index{1}, Index{7}, Index{8}, Index{13}, Index{64}, Index{130}})
+    for (const Index cols : {Index{1}, Index{5}, Index{8}, Index{20}, Index{64}, Index{80}}) {
+      const Index rs = cols + 3, padded = (rows + 15) / 16 * 16, ld = padded + 4;
+      const auto src = random_values<C>(static_cast<std::size_t>(rows * rs), 400 + rows * cols);
+      std::vector<C> dst(static_cast<std::size_t>(cols * ld), C(-7));
+      cpu_backend::attention_kernel::transpose_rows(dst.data(), ld, src.data(), rs, rows, cols, padded);
+      bool exact = true;
+      for (Index c = 0; c < cols; ++c)
+        for (Index r = 0; r < ld; ++r) {
+          const C want = r < rows ? src[static_cast<std::size_t>(r * rs + c)] : r < padded ? C(0) : C(-7);  // past `padded`: untouched
+          exact = exact && dst[static_cast<std::size_t>(c * ld + r)] == want;
+        }
+      INFO("rows " << rows << ", cols " << cols);
+      CHECK(exact);
+    }
+}
+
+namespace {
+
+// q, k, v as a model passes them: [B, T, H, X] leaves viewed as [B, H, T, X].
+template <class T>
+struct HeadsInner {
+  Tensor<T> q, k, v;  // leaves, [B, T, H, X]
+  Tensor<T> qv() const { return q.permute({0, 2, 1, 3}); }
+  Tensor<T> kv() const { return k.permute({0, 2, 1, 3}); }
+  Tensor<T> vv() const { return v.permute({0, 2, 1, 3}); }
+};
+
+template <class T>
+HeadsInner<T> heads_inner(const Dims& s, std::uint64_t seed) {
+  HeadsInner<T> r{random_uniform<double>({s.b, s.tq, s.h, s.d}, -1.5, 1.5, seed).to<T>(),
+                  random_uniform<double>({s.b, s.tk, s.h, s.d}, -1.5, 1.5, seed + 1).to<T>(),
+                  random_uniform<double>({s.b, s.tk, s.h, s.dv}, -1, 1, seed + 2).to<T>()};
+  r.q.set_requires_grad();
+  r.k.set_requires_grad();
+  r.v.set_requires_grad();
+  return r;
+}
+
+// t [B, H, T, X] laid out as [B, T, H, X]: permuting it back is a contiguous tensor, so a
+// reshape to [B, T, H * X] (the output projection's input) is a view.
+template <class T>
+bool in_heads_inner_layout(const Tensor<T>& t) {
+  return t.permute({0, 2, 1, 3}).is_contiguous() && !t.is_contiguous();
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("attention on [B, T, H, D] operands returns results and gradients in that layout, matching the reference",
+                   "[attention][layout]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 3e-5 : 1e-11;
+  // The GPT shapes' head size 64 and the other common ones; T not a multiple of the 64-query or
+  // 256-key blocks, and T = 1 (decoding: one query).
+  // Tq below attention_transpose_min_queries (24) takes the dot-product path for few queries,
+  // the others the transposed keys.
+  static_assert(cpu_backend::attention_transpose_min_queries == 24, "the sizes below straddle it");
+  const std::vector<Dims> sizes = {{2, 3, 1, 1, 64, 64},     {2, 3, 1, 300, 64, 64},   {2, 2, 23, 40, 64, 64},    {2, 2, 24, 40, 64, 64},
+                                   {1, 2, 130, 130, 16, 16}, {2, 2, 77, 77, 32, 32},   {1, 4, 129, 129, 64, 64},  {1, 2, 65, 300, 80, 80},
+                                   {1, 2, 100, 100, 128, 128}};
+  for (const auto& s : sizes)
+    for (const bool causal : {false, true})
+      for (const bool padded : {false, true}) {
+        const auto x = heads_inner<T>(s, 500 + s.d + s.tq);
+        AttentionOptions o{.causal = causal};
+        if (padded) o.key_padding = padding(s.b, s.tk, std::vector<Index>(static_cast<std::size_t>(s.b), s.tk / 3));
+        const auto gd = random_uniform<double>({s.b, s.h, s.tq, s.dv}, -1, 1, 600);
+        const auto out = scaled_dot_product_attention(x.qv(), x.kv(), x.vv(), o);
+        out.backward(gd.to<T>());
+        INFO("[" << s.b << ", " << s.h << ", Tq " << s.tq << ", Tk " << s.tk << ", D " << s.d << "] causal " << causal << ", padded " << padded);
+        if (s.tq > 1) CHECK(in_heads_inner_layout(out));
+        // The gradients arrive at the [B, T, H, X] leaves without a transpose in between.
+        CHECK(x.q.grad().is_contiguous());
+        CHECK(x.k.grad().is_contiguous());
+        CHECK(x.v.grad().is_contiguous());
+        const auto ref = reference(s, values(x.qv()), values(x.kv()), values(x.vv()), values(gd.to<T>()), causal,
+                                   o.key_padding.defined() ? o.key_padding.to_vector() : std::vector<std::uint8_t>{},
+                                   1.0 / std::sqrt(static_cast<double>(s.d)));
+        const std::pair<const char*, std::pair<std::vector<double>, const std::vector<double>*>> checks[] = {
+            {"out", {values(out), &ref.out}},
+            {"dq", {values(x.q.grad().permute({0, 2, 1, 3})), &ref.dq}},
+            {"dk", {values(x.k.grad().permute({0, 2, 1, 3})), &ref.dk}},
+            {"dv", {values(x.v.grad().permute({0, 2, 1, 3})), &ref.dv}}};
+        for (const auto& [what, pair] : checks) {
+          const auto c = compare(pair.first, *pair.second, tol, tol);
+          INFO(what << ": " << c.describe());
+          CHECK(c.ok());
+        }
+      }
+}
+
+TEST_CASE("attention: the [B, T, H, D] layout changes no value (masks, segments, bf16)", "[attention][layout]") {
+  // The kernels read and write through strides only: the same op on contiguous copies of the
+  // operands gives bitwise the same output and gradients.
+  const Dims s{2, 3, 150, 150, 64, 64};
+  const auto seg = segment_ids({{40, 60, 50}, {150}}, 150);
+  const std::vector<std::pair<std::string, AttentionOptions>> cases = {
+      {"causal", {.causal = true}},
+      {"padding", {.key_padding = padding(2, 150, {20, 0})}},
+      {"causal + segments + padding", {.causal = true, .key_padding = padding(2, 150, {0, 7}), .segments = seg}},
+  };
+  const auto check_same = [](const auto& inner, const auto& plain) {
+    return values(inner.permute({0, 2, 1, 3}).contiguous()) == values(plain.permute({0, 2, 1, 3}).contiguous());
+  };
+  for (const auto& [what, o] : cases) {
+    INFO(what);
+    const auto x = heads_inner<float>(s, 700);
+    Tensor<float> q = x.qv().detach().contiguous(), k = x.kv().detach().contiguous(), v = x.vv().detach().contiguous();
+    q.set_requires_grad();
+    k.set_requires_grad();
+    v.set_requires_grad();
+    const auto g = random_uniform<float>({s.b, s.h, s.tq, s.dv}, -1, 1, 701);
+    const auto inner = scaled_dot_product_attention(x.qv(), x.kv(), x.vv(), o);
+    const auto plain = scaled_dot_product_attention(q, k, v, o);
+    CHECK(in_heads_inner_layout(inner));
+    CHECK(plain.is_contiguous());
+    inner.backward(g);
+    plain.backward(g);
+    CHECK(values(inner) == values(plain));
+    CHECK(check_same(x.q.grad().permute({0, 2, 1, 3}), q.grad()));
+    CHECK(check_same(x.k.grad().permute({0, 2, 1, 3}), k.grad()));
+    CHECK(check_same(x.v.grad().permute({0, 2, 1, 3}), v.grad()));
+  }
+  // bf16: converted to float, computed, rounded once, and still returned in the operands' layout.
+  const auto x = heads_inner<bfloat16>({2, 2, 40, 40, 32, 32}, 710);
+  const auto out = scaled_dot_product_attention(x.qv(), x.kv(), x.vv(), {.causal = true});
+  CHECK(in_heads_inner_layout(out));
+  out.backward(ones<bfloat16>(out.shape()));
+  CHECK(x.q.grad().is_contiguous());
+  const auto plain = scaled_dot_product_attention(x.qv().detach().contiguous(), x.kv().detach().contiguous(), x.vv().detach().contiguous(),
+                                                  {.causal = true});
+  CHECK(values(out) == values(plain));
+}
+
+TEST_CASE("attention on [B, T, H, D] operands does not depend on the thread count", "[attention][layout]") {
+  // Few heads and long sequences: the forward cuts each head into runs of query blocks by the
+  // thread count (1 thread: 2 runs of 5 blocks per head; 2 threads: 4 runs of 3, 3, 3, 1), which
+  // must change only how often keys are transposed.
+  const Dims s{1, 2, 600, 600, 64, 64};
+  const auto seg = segment_ids({{200, 250, 150}}, 600);
+  for (const bool segmented : {false, true}) {
+    auto run = [&] {
+      const auto x = heads_inner<float>(s, 800);
+      AttentionOptions o{.causal = true};
+      if (segmented) o.segments = seg;
+      const auto out = scaled_dot_product_attention(x.qv(), x.kv(), x.vv(), o);
+      out.backward(random_uniform<float>({s.b, s.h, s.tq, s.dv}, -1, 1, 801));
+      return std::vector<std::vector<float>>{out.to_vector(), x.q.grad().to_vector(), x.k.grad().to_vector(), x.v.grad().to_vector()};
+    };
+    const int threads = num_threads();
+    set_num_threads(1);
+    const auto one = run();
+    set_num_threads(2);
+    const auto two = run();
+    set_num_threads(threads);
+    INFO("segments " << segmented);
+    CHECK(one == two);
+  }
 }

@@ -17,12 +17,14 @@
 // Data flow (no copy unless marked): each projection is one GEMM over [B*T, C]; its output
 // [B, T, H*D] is viewed as [B, T, H, D] and, for RoPE, rotated into a fresh [B, T, H, D] (the
 // op's one pass). Attention reads q, k, v through [B, H, T, D] permuted views (its kernel takes
-// any strides with a contiguous last axis), and writes [B, H, T, D]; that is copied once into
-// [B, T, H*D] for o_proj (the one unavoidable transpose). With grouped-query heads the query
+// any strides with a contiguous last axis) and, on the CPU, writes its output in q's memory
+// layout, [B, T, H, D], returned as a [B, H, T, D] view: permuting it back and reshaping to
+// [B, T, H*D] for o_proj is a view, not a copy; in backward dq, dk and dv come back in the
+// same [B, T, H, D] layout (ops/attention.hpp). With grouped-query heads the query
 // heads of each group slot g (heads j*G + g, the Hugging Face repeat_kv order) are attended in
 // one call against the shared Hkv key heads, so keys and values are never repeated in memory;
-// the G outputs are stacked straight into the [B, T, Hkv, G, D] = [B, T, H*D] layout, the same
-// single copy. Attention-probability dropout is not applied (the fused kernel never forms the
+// the G outputs are stacked straight into the [B, T, Hkv, G, D] = [B, T, H*D] layout (one
+// copy). Attention-probability dropout is not applied (the fused kernel never forms the
 // probabilities); residual dropout happens in the blocks.
 #pragma once
 
@@ -174,7 +176,8 @@ class MultiHeadAttention : public Module<MultiHeadAttention<T, D>, T, D> {
   Tensor<T, D> attend(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v, const BasicAttentionOptions<D>& options) const {
     const Index b = q.size(0), t = q.size(1), groups = heads_ / kv_heads_;
     if (groups == 1) {
-      const Tensor<T, D> out = scaled_dot_product_attention(q.permute({0, 2, 1, 3}), k, v, options);  // [B, H, T, D]
+      // [B, H, T, D], in [B, T, H, D] memory on the CPU: the reshape below is then a view.
+      const Tensor<T, D> out = scaled_dot_product_attention(q.permute({0, 2, 1, 3}), k, v, options);
       return out.permute({0, 2, 1, 3}).reshape({b, t, heads_ * head_dim_});
     }
     const auto slots = split(q.reshape({b, t, kv_heads_, groups, head_dim_}), Index{1}, 3);  // G x [B, T, Hkv, 1, D]
