@@ -14,22 +14,18 @@
 #include <vector>
 
 #include "cerberus/cerberus.hpp"
+#include "gpt_configs.hpp"
 
 using namespace cerberus;
 
 int main(int argc, char** argv) {
   const std::string config = argc > 1 ? argv[1] : "tiny";
   set_num_threads(argc > 2 ? std::atoi(argv[2]) : 1);
-  nn::TransformerConfig c;
-  if (config == "small") c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
-  else c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
-  c.d_ff = 4 * c.d_model;
-  c.norm = nn::NormKind::layer;
-  c.mlp = nn::MlpKind::gelu;
-  c.gelu_approximation = nn::GeluApproximation::tanh;
-  c.position = nn::PositionKind::learned;
-  c.tie_embeddings = true;
-  c.bias = true;
+  if (config != "tiny" && config != "small") {
+    std::fprintf(stderr, "decode_steps: unknown config '%s' (expected tiny or small)\n", config.c_str());
+    return 2;
+  }
+  const nn::TransformerConfig c = bench::gpt_config(config);
   Generator gen(1);
   nn::DecoderOnly<float> model(c, gen);
   model.eval();

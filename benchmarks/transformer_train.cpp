@@ -35,29 +35,18 @@
 #include <vector>
 
 #include "cerberus/cerberus.hpp"
+#include "gpt_configs.hpp"
 
 namespace {
 
 using namespace cerberus;
 
 nn::TransformerConfig config_named(const std::string& name) {
-  nn::TransformerConfig c;
-  if (name == "tiny") {
-    c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
-  } else if (name == "small") {
-    c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
-  } else {
+  if (name != "tiny" && name != "small") {
     std::fprintf(stderr, "transformer_train: unknown config '%s' (expected tiny or small)\n", name.c_str());
     std::exit(2);
   }
-  c.d_ff = 4 * c.d_model;
-  c.norm = nn::NormKind::layer;
-  c.mlp = nn::MlpKind::gelu;
-  c.gelu_approximation = nn::GeluApproximation::tanh;
-  c.position = nn::PositionKind::learned;
-  c.tie_embeddings = true;
-  c.bias = true;
-  return c;
+  return bench::gpt_config(name);
 }
 Index batch_of(const std::string& name) { return name == "tiny" ? 16 : 8; }
 

@@ -22,29 +22,15 @@
 #include <vector>
 
 #include "cerberus/backend/cuda.cuh"
+#include "../gpt_configs.hpp"
 
 using namespace cerberus;
 
 namespace {
 
-nn::TransformerConfig config_named(const std::string& name) {
-  nn::TransformerConfig c;
-  if (name == "tiny") c.vocab_size = 8000, c.d_model = 256, c.n_layers = 4, c.n_heads = 4, c.max_seq_len = 128;
-  else if (name == "small") c.vocab_size = 16000, c.d_model = 512, c.n_layers = 6, c.n_heads = 8, c.max_seq_len = 256;
-  else c.vocab_size = 32000, c.d_model = 1024, c.n_layers = 16, c.n_heads = 16, c.max_seq_len = 1024;
-  c.d_ff = 4 * c.d_model;
-  c.norm = nn::NormKind::layer;
-  c.mlp = nn::MlpKind::gelu;
-  c.gelu_approximation = nn::GeluApproximation::tanh;
-  c.position = nn::PositionKind::learned;
-  c.tie_embeddings = true;
-  c.bias = true;
-  return c;
-}
-
 template <class T>
 void run(const std::string& name, Index B) {
-  const auto c = config_named(name);
+  const auto c = bench::gpt_config(name);
   const Index T_len = c.max_seq_len;
   Generator gen(0);
   nn::DecoderOnly<T, cuda> model(c, gen);
