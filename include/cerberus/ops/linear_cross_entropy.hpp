@@ -26,8 +26,9 @@
 // the same order: loss, dx and dW are bitwise those of cross_entropy(linear(x, W)) when g = 1
 // (tested), and within one rounding of them otherwise.
 //
-// Speed: the same as the two ops within noise (tiny GPT head, N 2048, C 256, V 8000, forward and
-// backward, one thread: 212-232 ms against 206-229); blocks of one slice were 5% slower.
+// Speed: the same as the two ops (benchmarks/transformer_ops.cpp, the tiny GPT's head: N 2048,
+// C 256, V 8000, forward + backward, one thread: 201.9 ms against 200.2; LibTorch's two ops 248.9;
+// docs/performance.md); blocks of one slice were 5% slower (W re-packed, dW re-read per block).
 //
 // Cost: with autodiff recording, the forward does the backward's work too, so a forward whose
 // loss is never differentiated pays for it; evaluate under NoGradGuard, where only logits blocks
