@@ -22,6 +22,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing::gradcheck;
@@ -265,12 +266,7 @@ TEST_CASE("attention: results do not depend on the thread count", "[attention]")
     out.backward(ones<float>(out.shape()));
     return std::pair{out.to_vector(), qq.grad().to_vector()};
   };
-  const int threads = num_threads();
-  set_num_threads(1);
-  const auto one = run();
-  set_num_threads(2);
-  const auto two = run();
-  set_num_threads(threads);
+  const auto one = testing_support::with_threads(1, run), two = testing_support::with_threads(2, run);
   CHECK(one == two);
 }
 
@@ -647,12 +643,7 @@ TEST_CASE("attention on [B, T, H, D] operands does not depend on the thread coun
       out.backward(random_uniform<float>({s.b, s.h, s.tq, s.dv}, -1, 1, 801));
       return std::vector<std::vector<float>>{out.to_vector(), x.q.grad().to_vector(), x.k.grad().to_vector(), x.v.grad().to_vector()};
     };
-    const int threads = num_threads();
-    set_num_threads(1);
-    const auto one = run();
-    set_num_threads(2);
-    const auto two = run();
-    set_num_threads(threads);
+    const auto one = testing_support::with_threads(1, run), two = testing_support::with_threads(2, run);
     INFO("segments " << segmented);
     CHECK(one == two);
   }

@@ -15,6 +15,7 @@
 #include "support/catch.hpp"
 #include "support/message.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::message_of;
@@ -119,12 +120,8 @@ TEST_CASE("linear_cross_entropy: other upstream gradients, one side differentiat
     CHECK(same_bits(l, both.loss));
   }
 
-  const int threads = num_threads();
-  set_num_threads(1);
-  const Run one = run(x, w, true, true, 1.0, fused);
-  set_num_threads(2);
-  const Run two = run(x, w, true, true, 1.0, fused);
-  set_num_threads(threads);
+  const auto fused_run = [&] { return run(x, w, true, true, 1.0, fused); };
+  const Run one = testing_support::with_threads(1, fused_run), two = testing_support::with_threads(2, fused_run);
   CHECK(same_bits(one.loss, two.loss));
   CHECK(same_bits(one.dx, two.dx));
   CHECK(same_bits(one.dw, two.dw));

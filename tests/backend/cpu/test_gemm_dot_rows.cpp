@@ -14,6 +14,7 @@
 #include "cerberus/tensor/factories.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::compare;
@@ -65,12 +66,8 @@ TEST_CASE("a few rows against a weight read in place match double sums", "[backe
 }
 
 TEST_CASE("a few rows against a weight read in place give the same bits on 1 and 2 threads", "[backend][gemm]") {
-  const int threads = num_threads();
-  set_num_threads(1);
-  const auto one = check<float>(6, 4001, 256, 0.0, true, false, 2e-5);
-  set_num_threads(2);
-  const auto two = check<float>(6, 4001, 256, 0.0, true, false, 2e-5);
-  set_num_threads(threads);
+  const auto product = [] { return check<float>(6, 4001, 256, 0.0, true, false, 2e-5); };
+  const auto one = testing_support::with_threads(1, product), two = testing_support::with_threads(2, product);
   CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
 }
 
