@@ -15,9 +15,14 @@
 // reads its environment (ATEN_CPU_CAPABILITY, MALLOC_*, OMP_WAIT_POLICY) fresh; see
 // benchmarks/run_transformer_train.sh for the settings compared.
 //
+// Rounds: each row runs cerberus and the peer alternately, --rounds times (default 3), and prints
+// the median tokens/s of each side and the median of the per-round ratios. On these shared VMs one
+// program's step time drifts by up to 25% between runs minutes apart (a vCPU slowed by the
+// host); a round's two runs are seconds apart, so their ratio is the figure least affected.
+//
 // Usage: transformer_train [--peer PATH | --no-peer] [--configs tiny,small] [--modes train,infer]
-//                          [--threads 1,2] [--steps N] [--warmup N]     (modes: train, infer,
-//                          train-bf16, infer-bf16)
+//                          [--threads 1,2] [--steps N] [--warmup N] [--rounds N]
+//                          (modes: train, infer, train-bf16, infer-bf16)
 //        transformer_train --one CONFIG MODE THREADS STEPS WARMUP     (one measurement)
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -167,6 +172,47 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// A row's rounds: the median of each side's measurements, and of the per-round ratios.
+struct RowSummary {
+  Result ours, theirs;  // medians of tokens/s, step and cpu ms; the largest peak RSS
+  double speedup = 0;   // median of ours / theirs over the rounds where both ran
+  std::string ratios;   // each round's ratio, in order
+};
+
+RowSummary summarise(const std::vector<Result>& ours, const std::vector<Result>& theirs) {
+  const auto side = [](const std::vector<Result>& runs) {
+    Result r;
+    std::vector<double> tps, step, cpu;
+    for (const Result& x : runs) {
+      if (!x.ok) continue;
+      tps.push_back(x.tokens_per_s), step.push_back(x.step_ms), cpu.push_back(x.cpu_ms);
+      r.peak_rss_mib = std::max(r.peak_rss_mib, x.peak_rss_mib);
+      r.params = x.params;
+      r.ok = true;
+    }
+    r.tokens_per_s = median_of(tps), r.step_ms = median_of(step), r.cpu_ms = median_of(cpu);
+    return r;
+  };
+  RowSummary s{side(ours), side(theirs)};
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < ours.size() && i < theirs.size(); ++i)
+    if (ours[i].ok && theirs[i].ok) {
+      ratios.push_back(ours[i].tokens_per_s / theirs[i].tokens_per_s);
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "%s%.2f", s.ratios.empty() ? "" : " ", ratios.back());
+      s.ratios += buf;
+    }
+  s.speedup = median_of(ratios);
+  return s;
+}
+
 std::string self_path(const char* argv0) {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -193,6 +239,7 @@ int main(int argc, char** argv) {
 #endif
   std::vector<std::string> configs{"tiny", "small"}, modes{"train", "infer"}, threads{"1", "2"};
   std::string steps = "10", warmup = "2";
+  int rounds = 3;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto value = [&] { return i + 1 < args.size() ? args[++i] : std::string(); };
     if (args[i] == "--peer") peer = value();
@@ -202,32 +249,38 @@ int main(int argc, char** argv) {
     else if (args[i] == "--threads") threads = split_commas(value());
     else if (args[i] == "--steps") steps = value();
     else if (args[i] == "--warmup") warmup = value();
+    else if (args[i] == "--rounds") rounds = std::max(1, std::atoi(value().c_str()));
     else {
       std::fprintf(stderr, "transformer_train: unknown argument '%s'\n", args[i].c_str());
       return 2;
     }
   }
   const std::string self = self_path(argv[0]);
-  std::printf("GPT-style decoder, median of %s steps after %s warm-up; tokens/s, peak RSS in MiB\n", steps.c_str(),
-              warmup.c_str());
-  std::printf("%-6s %-10s %4s | %10s %8s %8s %8s | %10s %8s | %8s %8s\n", "config", "mode", "thr", "cerberus", "step ms", "cpu ms",
-              "RSS", "LibTorch", "RSS", "speedup", "RSS x");
+  std::printf("GPT-style decoder, median of %s steps after %s warm-up, %d round(s) per row (cerberus and LibTorch "
+              "alternately); tokens/s and ms: medians over the rounds; speedup: median of the per-round ratios; peak RSS "
+              "in MiB (largest)\n",
+              steps.c_str(), warmup.c_str(), rounds);
+  std::printf("%-6s %-10s %4s | %10s %8s %8s %8s | %10s %8s | %8s %8s | %s\n", "config", "mode", "thr", "cerberus", "step ms",
+              "cpu ms", "RSS", "LibTorch", "RSS", "speedup", "RSS x", "per round");
   for (const auto& cfg : configs)
     for (const auto& mode : modes)
       for (const auto& t : threads) {
-        const Result ours = run_child({self, "--one", cfg, mode, t, steps, warmup});
-        Result theirs;
-        if (!peer.empty() && !mode.ends_with("-bf16")) theirs = run_child({peer, cfg, mode, t, steps, warmup});
-        std::printf("%-6s %-10s %4s | %10.0f %8.1f %8.1f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), ours.tokens_per_s, ours.step_ms,
-                    ours.cpu_ms, ours.peak_rss_mib);
-        if (theirs.ok)
-          std::printf("%10.0f %8.0f | %7.2fx %7.2fx\n", theirs.tokens_per_s, theirs.peak_rss_mib,
-                      ours.tokens_per_s / theirs.tokens_per_s, ours.peak_rss_mib / theirs.peak_rss_mib);
+        std::vector<Result> ours, theirs;
+        for (int r = 0; r < rounds; ++r) {
+          ours.push_back(run_child({self, "--one", cfg, mode, t, steps, warmup}));
+          if (!peer.empty() && !mode.ends_with("-bf16")) theirs.push_back(run_child({peer, cfg, mode, t, steps, warmup}));
+        }
+        const RowSummary row = summarise(ours, theirs);
+        std::printf("%-6s %-10s %4s | %10.0f %8.1f %8.1f %8.0f | ", cfg.c_str(), mode.c_str(), t.c_str(), row.ours.tokens_per_s,
+                    row.ours.step_ms, row.ours.cpu_ms, row.ours.peak_rss_mib);
+        if (row.theirs.ok && row.ours.ok)
+          std::printf("%10.0f %8.0f | %7.2fx %7.2fx | %s\n", row.theirs.tokens_per_s, row.theirs.peak_rss_mib, row.speedup,
+                      row.ours.peak_rss_mib / row.theirs.peak_rss_mib, row.ratios.c_str());
         else
-          std::printf("%10s %8s | %8s %8s\n", "-", "-", "-", "-");
+          std::printf("%10s %8s | %8s %8s |\n", "-", "-", "-", "-");
         std::fflush(stdout);
-        if (ours.ok && theirs.ok && ours.params != theirs.params)
-          std::printf("  note: parameter counts differ (cerberus %lld, LibTorch %lld)\n", ours.params, theirs.params);
+        if (row.ours.ok && row.theirs.ok && row.ours.params != row.theirs.params)
+          std::printf("  note: parameter counts differ (cerberus %lld, LibTorch %lld)\n", row.ours.params, row.theirs.params);
       }
   return 0;
 }
