@@ -9,6 +9,7 @@
 
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using namespace cerberus::testing_support;
@@ -265,12 +266,9 @@ TEST_CASE("shape errors name the op and both shapes", "[expr][errors]") {
 TEST_CASE("threaded evaluation gives the same bits as one thread", "[expr][threads]") {
   Generator gen(5);
   const auto x = uniform<float>({300001}, -3, 3, gen);
-  const int saved = num_threads();
-  set_num_threads(1);
-  const Tensor<float> one = gelu_erf(x) * sigmoid(x);
-  set_num_threads(std::max(saved, 2));
-  const Tensor<float> many = gelu_erf(x) * sigmoid(x);
-  set_num_threads(saved);
+  // Evaluated inside the lambda, so on the thread count set around it.
+  const auto eval = [&]() -> Tensor<float> { return gelu_erf(x) * sigmoid(x); };
+  const Tensor<float> one = with_threads(1, eval), many = with_threads(std::max(num_threads(), 2), eval);
   CHECK(one.to_vector() == many.to_vector());
 }
 

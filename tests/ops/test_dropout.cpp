@@ -10,6 +10,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::values;
@@ -80,15 +81,12 @@ TEST_CASE("dropout draws element i from Philox block first + i / 4, lane i % 4",
 }
 
 TEST_CASE("dropout masks are identical for 1 and 2 threads and for any input layout", "[dropout][threads]") {
-  const int saved = num_threads();
   const auto x = rand({300, 400}, 2);
-  set_num_threads(1);
-  Generator g1(9);
-  const auto one = dropout(x, 0.25, true, g1).to_vector();
-  set_num_threads(2);
-  Generator g2(9);
-  const auto two = dropout(x, 0.25, true, g2).to_vector();
-  set_num_threads(saved);
+  const auto mask = [&] {
+    Generator g(9);
+    return dropout(x, 0.25, true, g).to_vector();
+  };
+  const auto one = testing_support::with_threads(1, mask), two = testing_support::with_threads(2, mask);
   CHECK(one == two);
   // The mask follows the logical element order: a transposed view gets the same mask as its
   // contiguous copy.

@@ -12,6 +12,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::message_of;
@@ -110,15 +111,12 @@ TEMPLATE_TEST_CASE("embedding gradient is a scatter-add, identical for 1 and 2 t
   const Ids ids = random_ids({16, 1024}, 50, 5);  // 16k ids over 50 rows: ~330 hits per row
   Generator g(6);
   const Tensor<T> dy = uniform<T>({16, 1024, C}, -1, 1, g);
-  const int saved = num_threads();
-  auto grad_with = [&](int threads) {
-    set_num_threads(threads);
+  auto grad = [&] {
     auto weight = rand<T>({V, C}, 7).set_requires_grad(true);
     embedding(weight, ids).backward(dy);
     return weight.grad();
   };
-  const auto one = grad_with(1), two = grad_with(2);
-  set_num_threads(saved);
+  const auto one = testing_support::with_threads(1, grad), two = testing_support::with_threads(2, grad);
   CHECK(one.shape() == Shape{V, C});
   CHECK(one.to_vector() == two.to_vector());
   const auto want = ref_grad(values(dy), ids, V, C);

@@ -14,6 +14,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::message_of;
@@ -294,9 +295,7 @@ TEST_CASE("index_select and gather: gradients accumulate over repeated indices",
 }
 
 TEST_CASE("scatter-add backward is exact and independent of the thread count", "[indexing][grad][threads]") {
-  const int saved = num_threads();
-  const auto run = [](int threads) {
-    set_num_threads(threads);
+  const auto run = [] {
     auto x = rand<float>({500, 64}, 1).set_requires_grad(true);
     const Ids rows = random_ids({20000}, 500, 2);
     Generator g(3);
@@ -306,8 +305,7 @@ TEST_CASE("scatter-add backward is exact and independent of the thread count", "
     gather(z, 1, random_ids({64, 2000}, 300, 5)).backward(uniform<float>({64, 2000}, -1, 1, g));
     return std::make_pair(x.grad().to_vector(), z.grad().to_vector());
   };
-  const auto one = run(1), two = run(2);
-  set_num_threads(saved);
+  const auto one = testing_support::with_threads(1, run), two = testing_support::with_threads(2, run);
   CHECK(one.first == two.first);
   CHECK(one.second == two.second);
   // Against a naive double-precision scatter-add.

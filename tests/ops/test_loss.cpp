@@ -12,6 +12,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing::gradcheck;
@@ -150,12 +151,8 @@ TEST_CASE("cross_entropy: float and bf16 gradients agree with the double op, wha
   CHECK(compare(half.first, want.first, 2e-2, 2e-2).ok());
   CHECK(compare(half.second, want.second, 2e-2, 2e-6).ok());
 
-  const int threads = num_threads();
-  set_num_threads(1);
-  const auto one = run(float{});
-  set_num_threads(2);
-  const auto two = run(float{});
-  set_num_threads(threads);
+  const auto run_float = [&] { return run(float{}); };
+  const auto one = testing_support::with_threads(1, run_float), two = testing_support::with_threads(2, run_float);
   CHECK(one == two);  // bitwise
 }
 

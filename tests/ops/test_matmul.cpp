@@ -11,6 +11,7 @@
 #include "cerberus/cerberus.hpp"
 #include "cerberus/ops/matmul.hpp"
 #include "support/catch.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 
@@ -111,12 +112,6 @@ std::string error_of(const auto& fn) {
   }
   return "(no ShapeError)";
 }
-
-// Restores the thread count a test changed.
-struct ThreadCountGuard {
-  int saved = num_threads();
-  ~ThreadCountGuard() { set_num_threads(saved); }
-};
 
 }  // namespace
 
@@ -385,7 +380,6 @@ TEST_CASE("matmul errors name the op and both shapes", "[ops][matmul]") {
 }
 
 TEST_CASE("matmul results are the same bits for any thread count", "[ops][matmul][threads]") {
-  ThreadCountGuard guard;
   Generator gen(12);
   struct Case {
     Shape a, b;
@@ -402,14 +396,13 @@ TEST_CASE("matmul results are the same bits for any thread count", "[ops][matmul
     const auto b = uniform<float>(cs.b, -1.0, 1.0, gen);
     const auto ab = uniform<bfloat16>(cs.a, -1.0, 1.0, gen);
     const auto bb = uniform<bfloat16>(cs.b, -1.0, 1.0, gen);
-    set_num_threads(1);
-    const auto one = matmul(a, b);
-    const auto one_bf = matmul(ab, bb);
+    const auto products = [&] { return std::pair{matmul(a, b), matmul(ab, bb)}; };
+    const auto one = testing_support::with_threads(1, products);
     for (const int threads : {2, 3}) {
-      set_num_threads(threads);
+      const auto many = testing_support::with_threads(threads, products);
       INFO("a " << cs.a.to_string() << ", b " << cs.b.to_string() << ", " << threads << " threads");
-      CHECK(same_bits(matmul(a, b), one));
-      CHECK(same_bits(matmul(ab, bb), one_bf));
+      CHECK(same_bits(many.first, one.first));
+      CHECK(same_bits(many.second, one.second));
     }
   }
 }

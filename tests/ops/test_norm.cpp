@@ -11,6 +11,7 @@
 #include "cerberus/testing/gradcheck.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing::gradcheck;
@@ -181,12 +182,8 @@ TEST_CASE("float and bf16 gradients agree with the double op; dweight does not d
     INFO("bf16 dx: " << c.describe());
     CHECK(c.ok());
 
-    const int threads = num_threads();
-    set_num_threads(1);
-    const auto one = run(float{}, center);
-    set_num_threads(2);
-    const auto two = run(float{}, center);
-    set_num_threads(threads);
+    const auto run_float = [&] { return run(float{}, center); };
+    const auto one = testing_support::with_threads(1, run_float), two = testing_support::with_threads(2, run_float);
     CHECK(one == two);  // bitwise
   }
 }

@@ -13,6 +13,7 @@
 #include "cerberus/ops/reduce.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::message_of;
@@ -422,7 +423,6 @@ TEST_CASE("every axis by default or with {}; an empty run-time list reduces none
 
 TEST_CASE("results do not depend on the thread count", "[ops][reduce][threads]") {
   Generator gen(8);
-  const int saved = num_threads();
   const auto a = normal<float>({3, 300007}, 0.0, 1.0, gen);
   const auto b = normal<float>({300007, 3}, 0.0, 1.0, gen);
   const auto c = normal<float>({700, 900}, 0.0, 1.0, gen);
@@ -441,11 +441,7 @@ TEST_CASE("results do not depend on the thread count", "[ops][reduce][threads]")
     for (auto i : argmin(c, 1).to_vector()) out.push_back({static_cast<double>(i)});
     return out;
   };
-  set_num_threads(1);
-  const auto one = run();
-  set_num_threads(3);
-  const auto three = run();
-  set_num_threads(saved);
+  const auto one = testing_support::with_threads(1, run), three = testing_support::with_threads(3, run);
   REQUIRE(one.size() == three.size());
   for (std::size_t i = 0; i < one.size(); ++i) REQUIRE(one[i] == three[i]);
 }

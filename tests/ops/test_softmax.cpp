@@ -13,6 +13,7 @@
 #include "cerberus/ops/softmax.hpp"
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using cerberus::testing_support::message_of;
@@ -298,7 +299,6 @@ TEST_CASE("empty tensors and bad axes", "[ops][softmax]") {
 
 TEST_CASE("results do not depend on the thread count", "[ops][softmax][threads]") {
   Generator gen(17);
-  const int saved = num_threads();
   const auto rows = normal<float>({300, 1000}, 0.0, 3.0, gen);
   const auto cube = normal<float>({8, 300, 64}, 0.0, 3.0, gen);
   const auto wide = normal<float>({2, 200003}, 0.0, 3.0, gen).to<bfloat16>();
@@ -307,10 +307,6 @@ TEST_CASE("results do not depend on the thread count", "[ops][softmax][threads]"
                                             as_doubles(logsumexp(rows, 1)), as_doubles(softmax(cube, 1)),
                                             as_doubles(logsumexp(cube, 0)), as_doubles(softmax(wide))};
   };
-  set_num_threads(1);
-  const auto one = run();
-  set_num_threads(3);
-  const auto three = run();
-  set_num_threads(saved);
+  const auto one = testing_support::with_threads(1, run), three = testing_support::with_threads(3, run);
   for (std::size_t i = 0; i < one.size(); ++i) REQUIRE(one[i] == three[i]);
 }

@@ -5,6 +5,7 @@
 
 #include "optim/optim_support.hpp"
 #include "support/catch.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using namespace optim_test;
@@ -152,8 +153,7 @@ TEST_CASE("Adam skips a parameter without a gradient and leaves its moments as t
 TEST_CASE("the fused update is bitwise the same for any thread count", "[optim][adam]") {
   // 300001 elements: several tasks per thread, and a tail that is not a multiple of the SIMD width.
   const Index n = 300001;
-  auto run = [&](int threads) {
-    set_num_threads(threads);
+  auto run = [&] {
     auto p = testing_support::random_uniform<float>({n}, -1, 1, 5);
     p.set_requires_grad();
     optim::AdamW opt(nn::ParameterList<float>{{"p", p}}, {.lr = 0.01, .weight_decay = 0.1, .decay = [](auto&, auto&) { return true; }});
@@ -164,9 +164,8 @@ TEST_CASE("the fused update is bitwise the same for any thread count", "[optim][
     }
     return p;
   };
-  const int threads = num_threads();
-  const auto one = run(1), two = run(2), four = run(4);
-  set_num_threads(threads);
+  const auto one = testing_support::with_threads(1, run), two = testing_support::with_threads(2, run),
+             four = testing_support::with_threads(4, run);
   CHECK(bitwise_equal(one, two));
   CHECK(bitwise_equal(one, four));
   // And the elements agree with the scalar reference (SIMD body and scalar tail alike).

@@ -5,6 +5,7 @@
 
 #include "optim/optim_support.hpp"
 #include "support/catch.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using namespace optim_test;
@@ -39,12 +40,8 @@ TEST_CASE("the norm is summed in double and is the same for any thread count", "
   CHECK(optim::grad_norm(nn::ParameterList<float>{{"p", p}}) == Approx(std::sqrt(static_cast<double>(n) * x * x)).epsilon(1e-12));
 
   set_grad(p, testing_support::random_uniform<float>({n}, -1, 1, 9).to_vector());
-  const int threads = num_threads();
-  set_num_threads(1);
-  const double one = optim::grad_norm(nn::ParameterList<float>{{"p", p}});
-  set_num_threads(3);
-  const double three = optim::grad_norm(nn::ParameterList<float>{{"p", p}});
-  set_num_threads(threads);
+  const auto norm = [&] { return optim::grad_norm(nn::ParameterList<float>{{"p", p}}); };
+  const double one = testing_support::with_threads(1, norm), three = testing_support::with_threads(3, norm);
   CHECK(one == three);
 }
 

@@ -6,6 +6,7 @@
 
 #include "support/catch.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 using namespace cerberus;
 using namespace cerberus::testing_support;
@@ -144,14 +145,9 @@ TEST_CASE("factories fill, count and draw reproducibly", "[tensor][factories]") 
   CHECK(mean == Approx(0.5).margin(0.02));
 
   // The same numbers whatever the thread count.
-  const int saved = num_threads();
-  set_num_threads(1);
-  Generator g3(11);
-  const auto n1 = normal<float>({50001}, 1.0, 2.0, g3);
-  set_num_threads(std::max(2, saved));
-  Generator g4(11);
-  const auto n2 = normal<float>({50001}, 1.0, 2.0, g4);
-  set_num_threads(saved);
+  Generator g3(11), g4(11);
+  const auto n1 = with_threads(1, [&] { return normal<float>({50001}, 1.0, 2.0, g3); });
+  const auto n2 = with_threads(std::max(2, num_threads()), [&] { return normal<float>({50001}, 1.0, 2.0, g4); });
   CHECK(n1.to_vector() == n2.to_vector());
   double m = 0, v = 0;
   const auto nv = n1.to_vector();
