@@ -178,9 +178,17 @@ TEST_CASE("Adapters: frozen trunk is never updated; LoRA per task starts at the 
   for (const auto& p : s.trunk.named_parameters()) CHECK(!p.tensor.requires_grad());
   CHECK(m.shared_parameters().empty());
   auto batch = make_batch<float>({0, 1, 0, 1}, 5, {0, 1, 2, 0}, 9);
-  // B = 0: the adapted trunk computes what the trunk computes.
+  // B = 0: the adapted trunk computes what the trunk computes. To rounding, not bitwise: the
+  // frozen trunk alone takes the inference MLP (the GELU in the GEMM's store: SIMD in full tiles,
+  // scalar at the edges), the adapted one the recorded ops (the elementwise GELU pass, whose
+  // SIMD / scalar split falls elsewhere) round differently in the last bit. Measured: 2.5e-8.
   const auto plain = s.trunk.forward(batch.ids, batch.padding).to_vector();
-  CHECK(s.adapted(0).forward(batch.ids, batch.padding).to_vector() == plain);
+  const auto adapted = s.adapted(0).forward(batch.ids, batch.padding).to_vector();
+  REQUIRE(adapted.size() == plain.size());
+  float worst = 0;
+  for (std::size_t i = 0; i < plain.size(); ++i) worst = std::max(worst, std::abs(adapted[i] - plain[i]) / (1 + std::abs(plain[i])));
+  INFO("largest difference, relative to 1 + |value|: " << worst);
+  CHECK(worst <= 1e-6f);
   const auto before = by_name(s.trunk.named_parameters());
   std::map<std::string, std::vector<float>> trunk_before;
   for (const auto& [n, t] : before) trunk_before[n] = t.to_vector();
