@@ -154,7 +154,15 @@ class ExprNode final : public GradNode<T, D> {
   void backward_leaf(const Sub& sub, const Tensor<T, D>& upstream) {
     if (!this->inputs[K]) return;  // this leaf needs no gradient
     const auto g = expr_grad::chain<K>(sub, upstream);
-    if constexpr (!std::is_same_v<std::remove_cvref_t<decltype(g)>, ZeroGrad>) {
+    using G = std::remove_cvref_t<decltype(g)>;
+    if constexpr (std::is_same_v<G, Expr<fn::Mul, Tensor<T, D>, ScalarOperand>>) {
+      // upstream * 1 (each operand of a sum, e.g. a residual add): the upstream gradient itself
+      // goes on, shared, instead of a pass that copies it. Nothing writes into a gradient it was
+      // handed; a leaf's accumulator adopts a buffer only when nobody else holds it.
+      const auto& [tensor, scalar] = g.operands;
+      if (scalar.value == 1.0 && tensor.shape() == expr_grad::leaf<K>(sub).shape()) return this->pass_to(K, tensor);
+    }
+    if constexpr (!std::is_same_v<G, ZeroGrad>) {
       const Tensor<T, D>& target = expr_grad::leaf<K>(sub);
       // One pass over the output shape, then a sum over broadcast dimensions if any.
       Tensor<T, D> full = Tensor<T, D>::empty(this->grad_.shape());
