@@ -160,6 +160,15 @@ void record_conversion(Tensor<U, D>& out, const Tensor<T, D>& in) {
   out.set_grad_fn(std::move(node));
 }
 
+// (Its own namespace: a nested `detail` here would hide cerberus::detail from autograd's code.)
+namespace sweep_state {
+inline thread_local bool frees_nodes = false;
+}
+// True inside a backward sweep that frees each node right after running it (retain_graph false):
+// a backward function then runs once, and may hand a saved tensor over as a gradient instead of
+// copying it (linear_cross_entropy's saved dx and dW when the upstream gradient is 1).
+inline bool graph_freed_after_backward() { return sweep_state::frees_nodes; }
+
 // Runs the reverse sweep from `root` seeded with `grad`.
 template <class T, class D>
 void run_backward(const std::shared_ptr<GradNode<T, D>>& root, const Tensor<T, D>& grad, bool retain_graph) {
@@ -180,6 +189,11 @@ void run_backward(const std::shared_ptr<GradNode<T, D>>& root, const Tensor<T, D
   }
   root->add_grad(grad);
   NoGradGuard no_grad;  // backward computations are not themselves recorded
+  struct SweepFlag {
+    bool saved = sweep_state::frees_nodes;
+    ~SweepFlag() { sweep_state::frees_nodes = saved; }
+  } restore_flag;
+  sweep_state::frees_nodes = !retain_graph;
   try {
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       (*it)->apply();

@@ -18,7 +18,8 @@
 // so the gradients are computed during the forward, with the gradient of every row known up to
 // the upstream gradient g (the loss is linear in nothing else: the mean's 1 / sum w comes from the
 // targets and weights alone). Saved for backward: dx [N, C] and dW [V, C] (10 MB for the tiny
-// GPT, against 130 MB of logits and gradient); the backward returns g * dx and g * dW.
+// GPT, against 130 MB of logits and gradient); the backward returns g * dx and g * dW (with g = 1
+// and the graph freed after this backward, the saved tensors themselves).
 //
 // Exactly the composed ops' numbers: R is two of the K slices the GEMM would cut N into
 // (GemmBlocking::slice_depth(N)), so dW's blocks add up in the order the one product [V, N] x
@@ -123,12 +124,20 @@ Tensor<compute_t<T>, D> linear_cross_entropy(const Tensor<T, D>& x, const Tensor
     Tensor<C> out = Tensor<C>::empty(Shape{});
     out.data()[0] = static_cast<C>(detail::cross_entropy_total(row_weights.weights, loss, scale));
     if (need_x || need_w) {
-      autograd::record<T, cpu>(out, "linear_cross_entropy", {x, weight}, [dx, dw, x_shape = x.shape()](const Tensor<T>& grad) {
+      autograd::record<T, cpu>(out, "linear_cross_entropy", {x, weight}, [dx, dw, x_shape = x.shape()](const Tensor<T>& grad) mutable {
         const T g = grad.item();
-        // Fresh tensors: the saved ones stay intact for a second backward (retain_graph).
         Tensor<T> gx, gw;
-        if (dx.defined()) gx = Tensor<T>(dx * g).view(x_shape);
-        if (dw.defined()) gw = dw * g;
+        if (g == T(1) && autograd::graph_freed_after_backward()) {
+          // This node runs once and is freed next: its saved gradients are handed over (a
+          // [V, C] + [N, C] pass fewer; the leaf's accumulator can adopt the buffer as .grad).
+          if (dx.defined()) gx = dx.view(x_shape);
+          gw = dw;
+          dx = Tensor<T>(), dw = Tensor<T>();  // the returned tensors are the buffers' only holders
+        } else {
+          // Fresh tensors: the saved ones stay intact for a second backward (retain_graph).
+          if (dx.defined()) gx = Tensor<T>(dx * g).view(x_shape);
+          if (dw.defined()) gw = dw * g;
+        }
         return std::vector<Tensor<T>>{gx, gw};
       });
     }
