@@ -200,7 +200,7 @@ RowSummary summarise(const std::vector<Result>& ours, const std::vector<Result>&
     r.tokens_per_s = median_of(tps), r.step_ms = median_of(step), r.cpu_ms = median_of(cpu);
     return r;
   };
-  RowSummary s{side(ours), side(theirs)};
+  RowSummary s{side(ours), side(theirs), 0, {}};
   std::vector<double> ratios;
   for (std::size_t i = 0; i < ours.size() && i < theirs.size(); ++i)
     if (ours[i].ok && theirs[i].ok) {
