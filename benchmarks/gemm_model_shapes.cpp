@@ -281,10 +281,16 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
       if (all_shapes && config.find("-decode") == std::string::npos) {
-        for (int mode = 0; mode < 2; ++mode)
-          std::printf("| %3d | %-21s | step's products (ms) | %8.1f | %8.1f | %12.3f |                |\n", threads,
-                      (config + (mode == 0 ? " train" : " infer")).c_str(), total[0][mode] * 1e3, total[1][mode] * 1e3,
-                      total[0][mode] > 0 ? total[1][mode] / total[0][mode] : 0.0);
+        for (int mode = 0; mode < 2; ++mode) {
+          // Without OpenBLAS its totals stay empty ("-"), like its per-product columns.
+          char peer_total[16] = "-", ratio_total[16] = "-";
+#if CERBERUS_BENCH_OPENBLAS
+          std::snprintf(peer_total, sizeof peer_total, "%.1f", total[1][mode] * 1e3);
+          std::snprintf(ratio_total, sizeof ratio_total, "%.3f", total[0][mode] > 0 ? total[1][mode] / total[0][mode] : 0.0);
+#endif
+          std::printf("| %3d | %-21s | step's products (ms) | %8.1f | %8s | %12s |                |\n", threads,
+                      (config + (mode == 0 ? " train" : " infer")).c_str(), total[0][mode] * 1e3, peer_total, ratio_total);
+        }
         std::fflush(stdout);
       }
     }
