@@ -1,14 +1,20 @@
 // GPU timings for issue 8: our matmul against raw cuBLAS at 4096^3 (fp32, TF32, bf16), and our
 // tiled flash-attention kernels (forward, forward + backward; head sizes 64 and 128, causal and
 // not) against a naive materialising reference built from our own ops (matmul -> softmax ->
-// matmul, autograd for its backward). CUDA events, 3 warm-ups, median of 10. Prints one
-// "RESULT <name> <TFLOP/s>" line per measurement (benchmarks/gpu/run.sh reads them).
+// matmul, autograd for its backward); bf16 attention both ways: on tensor cores
+// ("attn bf16", attention_tensor_core.cuh; bench_torch.py times torch's SDPA under the same
+// names) and through the float conversion ("attn bf16-via-float": the CUDA-core float kernels).
+// CUDA events, 3 warm-ups, median of 10. Prints one "RESULT <name> <TFLOP/s>" line per
+// measurement (benchmarks/gpu/run.sh reads them).
+// --no-tensor-core-attention: bf16 attention only through the float conversion (run.sh passes
+// it when test_attention_tensor_core failed on this machine).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -57,16 +63,77 @@ void result(const char* name, double flops, double ms) {
   std::fflush(stdout);
 }
 
+// bf16 attention at B4 H16 T1024 (the head sizes and masks of the float rows): on tensor cores
+// unless `tensor_cores` is false, and always through the float conversion, with the largest
+// difference between the two outputs as a sanity check.
+void time_bf16_attention(Generator& gen, bool tensor_cores) {
+  const Index B = 4, H = 16, T = 1024;
+  for (const Index D : {Index{64}, Index{128}}) {
+    const double fwd = 4.0 * B * H * T * T * D, fwd_bwd = 3.5 * fwd;
+    const auto q = uniform<bfloat16>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto k = uniform<bfloat16>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto v = uniform<bfloat16>({B, H, T, D}, -1, 1, gen).to<cuda>().set_requires_grad();
+    const auto up = uniform<bfloat16>({B, H, T, D}, -1, 1, gen).to<cuda>();
+    for (const bool is_causal : {false, true}) {
+      AttentionOptions options;
+      options.causal = is_causal;
+      const double part = is_causal ? 0.5 : 1.0;
+      for (const bool on : {true, false}) {
+        if (on && !tensor_cores) continue;
+        set_tensor_core_attention(on);
+        char name[96];
+        auto label = [&](const char* what) {
+          std::snprintf(name, sizeof name, "cerberus attn %s %s%s D%lld B4 H16 T1024", on ? "bf16" : "bf16-via-float", what,
+                        is_causal ? " causal" : "", static_cast<long long>(D));
+          return name;
+        };
+        Tensor<bfloat16, cuda> out;
+        {
+          NoGradGuard forward_only;
+          result(label("fwd"), part * fwd, time_ms([&] { out = scaled_dot_product_attention(q, k, v, options); }, 1, 5));
+        }
+        result(label("fwd+bwd"), part * fwd_bwd, time_ms([&] {
+                 auto a = q, b = k, c = v;
+                 a.clear_grad(), b.clear_grad(), c.clear_grad();
+                 scaled_dot_product_attention(a, b, c, options).backward(up);
+               }, 1, 5));
+      }
+      if (tensor_cores) {
+        NoGradGuard forward_only;
+        set_tensor_core_attention(true);
+        const auto with = scaled_dot_product_attention(q, k, v, options).to<float>().to_vector();
+        set_tensor_core_attention(false);
+        const auto without = scaled_dot_product_attention(q, k, v, options).to<float>().to_vector();
+        double worst = 0;
+        for (std::size_t i = 0; i < with.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(with[i] - without[i])));
+        std::printf("check: bf16 attention D%lld%s tensor cores vs float conversion, max abs difference %.3g\n", static_cast<long long>(D),
+                    is_causal ? " causal" : "", worst);
+      }
+    }
+  }
+  set_tensor_core_attention(tensor_cores);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  bool tensor_cores = true;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--no-tensor-core-attention") == 0) tensor_cores = false;
+    else {
+      std::fprintf(stderr, "usage: bench_gemm_attention [--no-tensor-core-attention]\n");
+      return 2;
+    }
+  }
+  set_tensor_core_attention(tensor_cores);
   if (!cuda_available()) {
     std::printf("no CUDA device: nothing to time\n");
     return 77;
   }
   cudaDeviceProp prop{};
   ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::printf("device: %s, %d SMs; bf16 attention: %s\n", prop.name, prop.multiProcessorCount,
+              tensor_cores ? "tensor cores and float conversion" : "float conversion only (--no-tensor-core-attention)");
   Generator gen(1);
   const Index n = 4096;
   const double gemm_flops = 2.0 * n * n * n;
@@ -146,5 +213,6 @@ int main() {
              naive().backward(up);
            }, 1, 3));
   }
+  time_bf16_attention(gen, tensor_cores);
   return 0;
 }

@@ -14,9 +14,13 @@
 // caching allocator holds at the end (its peak: it never returns memory), which
 // benchmarks/gpu/run.sh pairs with bench_torch.py's "torch gpt train <config>" (PyTorch eager,
 // autocast bf16 for the bf16 rows, torch.cuda.max_memory_reserved).
+// bf16 attention runs on tensor cores (backend/cuda/attention_tensor_core.cuh);
+// --no-tensor-core-attention sends it through the float conversion instead (run.sh passes it
+// when test_attention_tensor_core failed on this machine).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -96,11 +100,19 @@ void run(const std::string& name, Index B) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--no-tensor-core-attention") == 0) set_tensor_core_attention(false);
+    else {
+      std::fprintf(stderr, "usage: bench_gpt [--no-tensor-core-attention]\n");
+      return 2;
+    }
+  }
   if (!cuda_available()) {
     std::printf("no CUDA device: nothing to time\n");
     return 77;
   }
+  std::printf("bf16 attention: %s\n", tensor_core_attention_enabled() ? "tensor cores" : "float conversion (--no-tensor-core-attention)");
   try {
     // Memory is reported as the allocator's total, so the rows run from the smallest model up.
     run<float>("tiny", 16);

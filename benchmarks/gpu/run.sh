@@ -6,6 +6,9 @@
 # which benchmarks/gpu/prepare.sh fills here and the device call carries), runs every test with
 # a time limit into $OUT/tests.log, and the benchmark (plus PyTorch peers when torch imports)
 # into $OUT/bench.txt. Every step has a timeout.
+# bf16 attention runs on tensor cores (include/cerberus/backend/cuda/attention_tensor_core.cuh)
+# only when backend_cuda_test_attention_tensor_core passed here first: otherwise the benchmarks
+# get --no-tensor-core-attention (the tested float-conversion path) and summary.txt says so.
 # Stages: `run.sh` does all; `run.sh tests` builds and runs the tests only (about 8 minutes with
 # 16 cores), `run.sh bench` builds (reusing build-gpu/) and runs the benchmarks only (about 7):
 # two calls that each fit the device tool's 10-minute limit. With programs prebuilt here
@@ -77,7 +80,8 @@ KEEP_GOING=(); [ ${#GEN[@]} -gt 0 ] && KEEP_GOING=(-- -k 0)  # ninja: build ever
 # the timings; then the 18 test units (the multi-task ones take the longest).
 fail=0; missing=0
 if [ "$STAGE" != tests ]; then
-  timeout "${BENCH_BUILD_TIMEOUT:-150}" cmake --build "$BUILD" --target bench_gemm_attention bench_gpt -j "$JOBS" "${KEEP_GOING[@]}" >>"$OUT/build.log" 2>&1
+  timeout "${BENCH_BUILD_TIMEOUT:-150}" cmake --build "$BUILD" --target bench_gemm_attention bench_gpt backend_cuda_test_attention_tensor_core \
+    -j "$JOBS" "${KEEP_GOING[@]}" >>"$OUT/build.log" 2>&1
   log "benchmarks built, rc $?"
 fi
 if [ "$STAGE" != bench ]; then
@@ -92,6 +96,7 @@ if [ "$STAGE" != bench ]; then
 
 : >"$OUT/tests.log"
 pass=0; fail=0; skip=0; missing=0
+tc_rc=""  # exit status of backend_cuda_test_attention_tensor_core, for the bench stage
 for src in "$ROOT"/tests/backend/cuda/test_*.cu; do
   name="backend_cuda_$(basename "$src" .cu)"
   exe="$BUILD/$name"
@@ -99,6 +104,7 @@ for src in "$ROOT"/tests/backend/cuda/test_*.cu; do
   echo "==== $name" >>"$OUT/tests.log"
   timeout "${TEST_TIMEOUT:-90}" "$exe" >>"$OUT/tests.log" 2>&1
   rc=$?
+  [ "$name" = backend_cuda_test_attention_tensor_core ] && tc_rc=$rc
   case $rc in
     0) pass=$((pass + 1)); log "$name: passed" ;;
     77) skip=$((skip + 1)); log "$name: skipped (no device)" ;;
@@ -113,14 +119,33 @@ fi  # tests stage
 
 if [ "$STAGE" != tests ]; then
 : >"$OUT/bench.txt"
+# Tensor-core bf16 attention only once its test passed on this machine (the tests stage's run, or
+# one here).
+if [ -z "${tc_rc:-}" ]; then
+  tc_test="$BUILD/backend_cuda_test_attention_tensor_core"
+  if [ -x "$tc_test" ]; then
+    timeout "${TC_TEST_TIMEOUT:-90}" "$tc_test" >"$OUT/tensor_core_test.log" 2>&1
+    tc_rc=$?
+  else
+    tc_rc="not built"
+  fi
+fi
+TC_FLAG=()
+if [ "$tc_rc" = 0 ]; then
+  log "tensor-core attention test passed: bf16 attention on tensor cores in the benchmarks"
+else
+  TC_FLAG=(--no-tensor-core-attention)
+  log "tensor-core attention test FAILED (rc $tc_rc; tests.log or tensor_core_test.log): benchmarks run with --no-tensor-core-attention (bf16 attention through the float conversion)"
+  [ -f "$OUT/tensor_core_test.log" ] && grep -E "^\[FAIL\]|uncaught" "$OUT/tensor_core_test.log" | head -10 | tee -a "$OUT/summary.txt"
+fi
 if [ -x "$BUILD/bench_gemm_attention" ]; then
-  log "benchmark"
-  timeout "${BENCH_TIMEOUT:-90}" "$BUILD/bench_gemm_attention" >>"$OUT/bench.txt" 2>&1
+  log "benchmark ${TC_FLAG[*]}"
+  timeout "${BENCH_TIMEOUT:-90}" "$BUILD/bench_gemm_attention" "${TC_FLAG[@]}" >>"$OUT/bench.txt" 2>&1
   log "benchmark rc $?"
 fi
 if [ -x "$BUILD/bench_gpt" ]; then
-  log "GPT training-step benchmark"
-  timeout "${GPT_TIMEOUT:-120}" "$BUILD/bench_gpt" >>"$OUT/bench.txt" 2>&1
+  log "GPT training-step benchmark ${TC_FLAG[*]}"
+  timeout "${GPT_TIMEOUT:-120}" "$BUILD/bench_gpt" "${TC_FLAG[@]}" >>"$OUT/bench.txt" 2>&1
   log "bench_gpt rc $?"
 fi
 if timeout 60 python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
@@ -138,6 +163,11 @@ for a in r:
     if not a.startswith("cerberus "): continue
     b = "torch " + a[len("cerberus "):]
     if b in r and r[b] > 0: print(f"  {a[len('cerberus '):]:<46s} {r[a]:10.1f} vs {r[b]:10.1f}  = {r[a] / r[b]:.2f}x")
+print("ratio cerberus bf16 attention on tensor cores / through the float conversion (TFLOP/s):")
+for a in r:
+    if a.startswith("cerberus attn bf16 "):
+        b = a.replace("attn bf16 ", "attn bf16-via-float ", 1)
+        if b in r and r[b] > 0: print(f"  {a[len('cerberus '):]:<46s} {r[a]:10.1f} vs {r[b]:10.1f}  = {r[a] / r[b]:.2f}x")
 print("ratio cerberus flash attention / naive materialising reference (TFLOP/s):")
 for a in r:
     b = "naive " + a[len("cerberus "):]

@@ -41,7 +41,9 @@
 // softmax) and rescales its output rows as later key blocks raise the max. Tasks: forward
 // (b, h, run of query blocks); backward (b, h), each owning its dk and dv rows (no races: a
 // parallel split over keys would need a second pass or atomics for dq).
-// bf16 inputs are converted to float once, computed in float, and rounded once at the end.
+// bf16 inputs are converted to float once, computed in float, and rounded once at the end;
+// on cuda, bf16 with head size 64 or 128 runs instead on tensor cores, reading bf16 in place
+// (backend/cuda/attention_tensor_core.cuh; detail::attention_native says when).
 //
 // Result layout (CPU): the output and the gradients dq, dk, dv are [B, H, T, X] tensors whose
 // memory follows their operand's: when q is a [B, H, T, D] view of [B, T, H, D] memory (heads
@@ -514,6 +516,43 @@ Tensor<T, D> attention_convert(const Tensor<C, D>& r, bool heads_inner) {
   else return r.template to<T>();
 }
 
+// Whether the device runs bf16 attention on these operands natively, without float copies
+// (cuda: tensor cores, backend/cuda/attention_tensor_core.cuh, when the hardware, the head size,
+// the rows' alignment and set_tensor_core_attention allow). Never for the CPU, float or double.
+template <class T, class D, class... Operands>
+bool attention_native(const cpu_backend::AttentionGeometry& g, const Operands&... operands) {
+  if constexpr (std::is_same_v<D, cpu> || !std::is_same_v<T, bfloat16>) return false;
+  else return ((operands.strides()[3] == 1) && ...) && OpKernels<D>::attention_bf16_fits(g, {attention_view(operands)...});
+}
+
+// The native forward (attention_native): out [B, H, Tq, Dv] in T, contiguous; lse as always.
+template <class T, class C, class D>
+Tensor<T, D> attention_native_forward(const cpu_backend::AttentionGeometry& g, C scale, const Tensor<T, D>& q, const Tensor<T, D>& k,
+                                      const Tensor<T, D>& v, const C* bias, C* lse) {
+  auto out = Tensor<T, D>::empty(Shape{g.batch, g.heads, g.tq, g.dv});
+  if constexpr (!std::is_same_v<D, cpu> && std::is_same_v<T, bfloat16>)
+    if (out.numel() > 0)
+      OpKernels<D>::attention_forward_bf16(g, scale, attention_view(q), attention_view(k), attention_view(v), bias, out.data(), lse);
+  return out;
+}
+
+// The native backward: dq, dk, dv in T, contiguous (dout is copied when it does not fit).
+template <class T, class C, class D>
+std::vector<Tensor<T, D>> attention_native_backward(const cpu_backend::AttentionGeometry& g, C scale, const Tensor<T, D>& q,
+                                                    const Tensor<T, D>& k, const Tensor<T, D>& v, const Tensor<T, D>& out,
+                                                    const Tensor<T, D>& grad, const C* lse, const C* bias) {
+  auto dq = Tensor<T, D>::empty(Shape{g.batch, g.heads, g.tq, g.d});
+  auto dk = Tensor<T, D>::empty(Shape{g.batch, g.heads, g.tk, g.d});
+  auto dv = Tensor<T, D>::empty(Shape{g.batch, g.heads, g.tk, g.dv});
+  if constexpr (!std::is_same_v<D, cpu> && std::is_same_v<T, bfloat16>) {
+    const Tensor<T, D> dout = attention_native<T, D>(g, grad) ? grad : grad.clone();
+    if (g.batch * g.heads > 0)
+      OpKernels<D>::attention_backward_bf16(g, scale, attention_view(q), attention_view(k), attention_view(v), out.data(), attention_view(dout),
+                                            lse, bias, dq.data(), dk.data(), dv.data());
+  }
+  return {dq, dk, dv};
+}
+
 inline std::string attention_shapes(const Shape& q, const Shape& k, const Shape& v) {
   return "q " + q.to_string() + ", k " + k.to_string() + ", v " + v.to_string();
 }
@@ -589,22 +628,30 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       segments_device = segments;  // already contiguous on the device
     }
   }
-  const Tensor<C, D> qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);
   // Results follow their operand's layout on the CPU (see the top of this file).
   const bool q_inner = detail::attention_heads_inner(q), k_inner = detail::attention_heads_inner(k);
   const bool v_inner = detail::attention_heads_inner(v);
-  const auto out_c = detail::attention_result<C, D>(g.batch, g.heads, g.tq, g.dv, q_inner);
   auto lse = Tensor<C, D>::empty(Shape{g.batch, g.heads, g.tq});
-  if (out_c.numel() > 0 || lse.numel() > 0) {
-    if constexpr (std::is_same_v<D, cpu>)
-      cpu_backend::attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc), detail::attention_view(vc),
-                                        bias.empty() ? nullptr : bias.data(), detail::attention_out(out_c), lse.data());
-    else
-      OpKernels<D>::template attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc),
-                                                  detail::attention_view(vc), bias_device.defined() ? bias_device.data() : nullptr,
-                                                  out_c.data(), lse.data());
+  // bf16 with a native device kernel reads q, k, v in place (detail::attention_native).
+  const bool native = detail::attention_native<T, D>(g, q, k, v);
+  Tensor<C, D> qc, kc, vc;
+  Tensor<T, D> out;
+  if (native) {
+    out = detail::attention_native_forward(g, scale, q, k, v, bias_device.defined() ? bias_device.data() : nullptr, lse.data());
+  } else {
+    qc = detail::attention_operand(q), kc = detail::attention_operand(k), vc = detail::attention_operand(v);
+    const auto out_c = detail::attention_result<C, D>(g.batch, g.heads, g.tq, g.dv, q_inner);
+    if (out_c.numel() > 0 || lse.numel() > 0) {
+      if constexpr (std::is_same_v<D, cpu>)
+        cpu_backend::attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc), detail::attention_view(vc),
+                                          bias.empty() ? nullptr : bias.data(), detail::attention_out(out_c), lse.data());
+      else
+        OpKernels<D>::template attention_forward<C>(g, scale, detail::attention_view(qc), detail::attention_view(kc),
+                                                    detail::attention_view(vc), bias_device.defined() ? bias_device.data() : nullptr,
+                                                    out_c.data(), lse.data());
+    }
+    out = detail::attention_convert<T>(out_c, q_inner);
   }
-  Tensor<T, D> out = detail::attention_convert<T>(out_c, q_inner);
 
   if (autograd::any_requires_grad(q, k, v)) {
     // Saved: q, k, v, the output and lse (see the top of this file). float and double keep the
@@ -615,7 +662,10 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     };
     // The segment tensors are captured to keep g.segments alive.
     auto backward = [g, scale, lse, bias = std::move(bias), bias_device, segments, segments_device, q_saved = saved(q, qc), k_saved = saved(k, kc), v_saved = saved(v, vc),
-                     out_saved = out.detach(), q_inner, k_inner, v_inner](const Tensor<T, D>& grad) {
+                     out_saved = out.detach(), q_inner, k_inner, v_inner, native](const Tensor<T, D>& grad) {
+      if (native)
+        return detail::attention_native_backward(g, scale, q_saved, k_saved, v_saved, out_saved, grad, lse.data(),
+                                                 bias_device.defined() ? bias_device.data() : nullptr);
       const Tensor<C, D> qb = detail::attention_operand(q_saved), kb = detail::attention_operand(k_saved);
       const Tensor<C, D> vb = detail::attention_operand(v_saved), ob = detail::attention_operand(out_saved);
       const Tensor<C, D> dob = detail::attention_operand(grad);

@@ -1,7 +1,14 @@
-// Scaled dot-product attention on the device. Head sizes up to 128: the tiled flash kernels
-// (below, "Tiled flash attention": K/V tiles in shared memory, online softmax, FlashAttention-2
-// backward without atomics). Head sizes 129..256: the simple fused warp-per-row kernels, kept only
-// as that fallback. Both save the per-row logsumexp for the backward, as on the CPU
+// Scaled dot-product attention on the device. What runs when:
+//   bf16, head size 64 or 128 (d == dv), sm_80+, rows 16-byte aligned, set_tensor_core_attention
+//     on (the default): the tensor-core kernels of attention_tensor_core.cuh (mma.sync bf16 with
+//     fp32 accumulation, reading bf16 in place; chosen in ops/attention.hpp through
+//     OpKernels<cuda>::attention_bf16_fits);
+//   any other bf16 case: q, k, v converted to float (ops/attention.hpp), then as float:
+//   float / double, head sizes up to 128: the tiled flash kernels in this file (below, "Tiled
+//     flash attention": K/V tiles in shared memory, online softmax on CUDA cores,
+//     FlashAttention-2 backward without atomics);
+//   head sizes 129..256: the simple fused warp-per-row kernels, kept only as that fallback.
+// All of them save the per-row logsumexp for the backward, as on the CPU
 // (ops/attention.hpp: same masks, same fully-masked-row convention: zero output, lse = -inf).
 // Segments (sequence packing): a query attends only keys of its own segment; the id test is one
 // more mask term next to causal (flash_mask, and the warp kernels' key loops). Unlike the CPU,

@@ -1,12 +1,14 @@
 // OpKernels<cuda>: the device side of the non-elementwise ops (backend/op_kernels.hpp). Each
 // op header (ops/*.hpp) does its shape checks, layout planning and autodiff recording for any
 // device and calls these with raw device pointers; the kernels live in reduce.cuh, blas.cuh,
-// norm.cuh and attention.cuh beside this file.
+// norm.cuh, attention.cuh and attention_tensor_core.cuh beside this file.
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "cerberus/backend/cuda/attention.cuh"
+#include "cerberus/backend/cuda/attention_tensor_core.cuh"
 #include "cerberus/backend/cuda/blas.cuh"
 #include "cerberus/backend/cuda/norm.cuh"
 #include "cerberus/backend/cuda/reduce.cuh"
@@ -97,6 +99,30 @@ struct OpKernels<cuda> {
     auto delta = Tensor<C, cuda>::empty(Shape{g.batch * g.heads * g.tq});
     cuda_backend::attention_backward<C>(geometry(g), scale, view(q), view(k), view(v), view(out), view(dout), lse, bias, dq, dk, dv,
                                         delta.data());
+  }
+
+  // bf16 attention on tensor cores (attention_tensor_core.cuh): whether it takes these operands
+  // (views with a contiguous last axis), then forward and backward reading bf16 in place and
+  // writing contiguous bf16 results.
+  static bool attention_bf16_fits(const cpu_backend::AttentionGeometry& g,
+                                  std::initializer_list<cpu_backend::AttentionView<bfloat16>> operands) {
+    for (const auto& v : operands)
+      if (!cuda_backend::tensor_core_attention_aligned(view(v))) return false;
+    return cuda_backend::tensor_core_attention_fits(geometry(g), {});  // switch, head size, then the device
+  }
+  // (Templates, E = bfloat16: the kernels are compiled only where a program calls them.)
+  template <class E>
+  static void attention_forward_bf16(const cpu_backend::AttentionGeometry& g, float scale, cpu_backend::AttentionView<E> q,
+                                     cpu_backend::AttentionView<E> k, cpu_backend::AttentionView<E> v, const float* bias, E* out, float* lse) {
+    cuda_backend::attention_forward_tensor_core(geometry(g), scale, view(q), view(k), view(v), bias, out, lse);
+  }
+  template <class E>
+  static void attention_backward_bf16(const cpu_backend::AttentionGeometry& g, float scale, cpu_backend::AttentionView<E> q,
+                                      cpu_backend::AttentionView<E> k, cpu_backend::AttentionView<E> v, const E* out,
+                                      cpu_backend::AttentionView<E> dout, const float* lse, const float* bias, E* dq, E* dk, E* dv) {
+    auto delta = Tensor<float, cuda>::empty(Shape{g.batch * g.heads * g.tq});  // rowsum(dout * out), alive until the kernels are queued
+    cuda_backend::attention_backward_tensor_core(geometry(g), scale, view(q), view(k), view(v), out, view(dout), lse, bias, dq, dk, dv,
+                                                 delta.data());
   }
 };
 
