@@ -1,6 +1,7 @@
 // Core pieces: shapes and broadcasting, bfloat16, the Philox generator, the caching allocator
 // and the shared thread pool.
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -133,5 +134,26 @@ TEST_CASE("the thread pool runs every task once, nests inline and reports except
   std::atomic<Index> sum{0};
   parallel_for(0, 100, 1, [&](Index b, Index e) { sum += e - b; });
   CHECK(sum == 100);
+  set_num_threads(saved);
+}
+
+TEST_CASE("back-to-back regions each run every task once, whether workers spin or sleep", "[core][threads]") {
+  // Regions follow each other with no gap (workers still spinning from the last one), a short
+  // gap, and one longer than the 200 us spin (workers asleep on the condition variable); each
+  // region's writes must all be visible when run() returns.
+  const int saved = num_threads();
+  for (const int threads : {2, 4}) {
+    set_num_threads(threads);
+    std::vector<int> cells(64, 0);
+    for (int region = 0; region < 600; ++region) {
+      const int gap_us = region % 3 == 0 ? 0 : region % 3 == 1 ? 20 : 400;
+      const auto start = std::chrono::steady_clock::now();
+      while (std::chrono::steady_clock::now() - start < std::chrono::microseconds(gap_us)) {
+      }
+      cpu_backend::thread_pool().run(static_cast<Index>(cells.size()), [&](Index t) { cells[static_cast<std::size_t>(t)] += 1; });
+      for (const int c : cells)
+        if (c != region + 1) FAIL("region " << region << " with " << threads << " threads: a cell was written " << c << " times");
+    }
+  }
   set_num_threads(saved);
 }

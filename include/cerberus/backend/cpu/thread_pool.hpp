@@ -1,10 +1,18 @@
 // The one thread pool behind every parallel CPU kernel (elementwise, reductions, GEMM).
-// Idle workers sleep on a condition variable: they never spin against the threads doing work
-// (two spinning pools made 2 threads slower than 1 on these machines).
+// Idle workers sleep on a condition variable, after a short bounded spin: a worker that has just
+// left a region watches for the next one for up to spin_limit (200 us) before it sleeps, and the
+// caller watches for the region's end as long before it sleeps on done_. A futex wake costs
+// 30-50 us on these VMs (measured: a sleeping worker joins a region that late), and a training
+// step runs ~300 regions back to back. Measured on a 2-core Zen 4 VM, two threads, medians of 5
+// alternations (transformer_train --one): tiny inference 121.5 -> 119.6 ms and training 397 ->
+// 383 ms in a quiet hour; 125.6 -> 121.9 and 392.6 -> 392.0 (small inference 594.7 -> 594.5) in
+// a noisy one; ~2% more CPU time. It stays bounded, never an open-ended spin: two pools spinning
+// without limit against the threads doing work made 2 threads slower than 1 on these machines.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -52,9 +60,12 @@ class ThreadPool {
       next_.store(0, std::memory_order_relaxed);
       pending_ = tasks;
       ++generation_;
+      published_.store(generation_, std::memory_order_release);
+      finished_.store(false, std::memory_order_relaxed);
     }
     wake_.notify_all();
     work_through(body, false);
+    spin_briefly([&] { return finished_.load(std::memory_order_acquire); });
     std::unique_lock lock(mutex_);
     done_.wait(lock, [&] { return pending_ == 0 && active_ == 0; });
     body_ = nullptr;
@@ -86,13 +97,36 @@ class ThreadPool {
     if (failure && !failure_) failure_ = failure;
     pending_ -= ran;
     if (is_worker) --active_;
-    if (pending_ == 0 && active_ == 0) done_.notify_all();
+    if (pending_ == 0 && active_ == 0) {
+      finished_.store(true, std::memory_order_release);
+      done_.notify_all();
+    }
+  }
+
+  // Polls `ready` for up to spin_limit, then returns either way: the caller then takes the lock
+  // and the condition variable's own predicate decides (the spin is only a shortcut to it).
+  template <class Ready>
+  static void spin_briefly(Ready&& ready) {
+    static constexpr auto spin_limit = std::chrono::microseconds(200);
+    const auto start = std::chrono::steady_clock::now();
+    while (!ready()) {
+      for (int i = 0; i < 32; ++i) pause_cpu();
+      if (std::chrono::steady_clock::now() - start > spin_limit) return;
+    }
+  }
+  static void pause_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();  // lets the sibling hyper-thread run and eases the memory-order exit
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
   }
 
   void worker_loop() {
     std::uint64_t seen = 0;
     for (;;) {
       const std::function<void(Index)>* body;
+      spin_briefly([&] { return published_.load(std::memory_order_acquire) != seen || quitting_.load(std::memory_order_relaxed); });
       {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, [&] { return quit_ || (generation_ != seen && body_ != nullptr); });
@@ -107,12 +141,14 @@ class ThreadPool {
 
   void start(int threads) {
     quit_ = false;
+    quitting_.store(false, std::memory_order_relaxed);
     for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { worker_loop(); });
   }
   void stop() {
     {
       std::lock_guard lock(mutex_);
       quit_ = true;
+      quitting_.store(true, std::memory_order_relaxed);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
@@ -131,6 +167,10 @@ class ThreadPool {
   std::exception_ptr failure_;  // workers inside the current region
   std::uint64_t generation_ = 0;
   bool quit_ = false;
+  // Lock-free copies for the spins (the locked fields above stay the source of truth):
+  // the latest generation, whether the latest region has ended, and quit_.
+  std::atomic<std::uint64_t> published_{0};
+  std::atomic<bool> finished_{true}, quitting_{false};
 };
 
 // Threads to use by default: CERBERUS_NUM_THREADS if set, else the hardware's count.
