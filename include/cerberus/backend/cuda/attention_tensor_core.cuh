@@ -203,6 +203,32 @@ __device__ inline void a_fragment_from_accumulators(std::uint32_t (&a)[4], const
 // Column of element e (0..3) of a C fragment within its 16 x 8 tile (its row: group + 8 (e >> 1)).
 __device__ inline int c_col(MmaLane l, int e) { return 2 * l.quad + (e & 1); }
 
+// The backward's two products against row-major tiles, for one warp's 16 rows: x = X Y^T and
+// z = Z W^T, X and Z [rows][LD] from row0 (16 rows), Y and W [N * 8][LD], depth KC * 16; both
+// start from zero. (dK/dV: S^T = K Q^T, dP^T = V dO^T; dQ: S = Q K^T, dP = dO V^T.)
+template <int N, int KC>
+__device__ inline void two_row_products(float (&x)[N][4], float (&z)[N][4], const std::uint16_t* xs, const std::uint16_t* zs,
+                                        const std::uint16_t* ys, const std::uint16_t* ws, int ld, int row0, MmaLane l) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) x[n][e] = z[n][e] = 0.f;
+#pragma unroll
+  for (int kc = 0; kc < KC; ++kc) {
+    std::uint32_t xa[4], za[4];
+    load_a_fragment(xa, xs, ld, row0, kc * 16, l);
+    load_a_fragment(za, zs, ld, row0, kc * 16, l);
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      std::uint32_t yb[2], wb[2];
+      load_b_fragment_from_rows(yb, ys, ld, n * 8, kc * 16, l);
+      load_b_fragment_from_rows(wb, ws, ld, n * 8, kc * 16, l);
+      mma_bf16(x[n], xa, yb[0], yb[1]);
+      mma_bf16(z[n], za, wb[0], wb[1]);
+    }
+  }
+}
+
 // ---- Tiles and masks ----------------------------------------------------------------------------
 
 // Starts copying rows [t0, t0 + ROWS) of a [B, H, T, HD] bf16 operand into tile[ROWS][HD + 8]:
@@ -531,24 +557,7 @@ __global__ void __launch_bounds__(tc_threads)
     __syncthreads();  // this tile is visible to every warp
 
     float st[QN][4], dpt[QN][4];  // S^T = K Q^T and dP^T = V dO^T: 16 keys x BQ queries
-#pragma unroll
-    for (int n = 0; n < QN; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      std::uint32_t ka[4], va[4];
-      load_a_fragment(ka, ks, LD, warp * 16, kc * 16, l);
-      load_a_fragment(va, vs, LD, warp * 16, kc * 16, l);
-#pragma unroll
-      for (int n = 0; n < QN; ++n) {
-        std::uint32_t qb[2], dob[2];
-        load_b_fragment_from_rows(qb, qs, LD, n * 8, kc * 16, l);
-        load_b_fragment_from_rows(dob, dos, LD, n * 8, kc * 16, l);
-        mma_bf16(st[n], ka, qb[0], qb[1]);
-        mma_bf16(dpt[n], va, dob[0], dob[1]);
-      }
-    }
+    two_row_products<QN, KC>(st, dpt, ks, vs, qs, dos, LD, warp * 16, l);
     // P^T = exp(S^T - lse) into st, dS^T = P^T (dP^T - delta) scale into dpt (per query column).
     const bool unmasked = tile_unmasked(g, bias, q0, k0, BK);
 #pragma unroll
@@ -640,24 +649,7 @@ __global__ void __launch_bounds__(tc_threads)
     __syncthreads();  // this tile is visible to every warp
 
     float s[SN][4], dp[SN][4];  // S = Q K^T and dP = dO V^T: 16 queries x BK keys
-#pragma unroll
-    for (int n = 0; n < SN; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      std::uint32_t qa[4], doa[4];
-      load_a_fragment(qa, qs, LD, warp * 16, kc * 16, l);
-      load_a_fragment(doa, dos, LD, warp * 16, kc * 16, l);
-#pragma unroll
-      for (int n = 0; n < SN; ++n) {
-        std::uint32_t kb[2], vb[2];
-        load_b_fragment_from_rows(kb, ks, LD, n * 8, kc * 16, l);
-        load_b_fragment_from_rows(vb, vs, LD, n * 8, kc * 16, l);
-        mma_bf16(s[n], qa, kb[0], kb[1]);
-        mma_bf16(dp[n], doa, vb[0], vb[1]);
-      }
-    }
+    two_row_products<SN, KC>(s, dp, qs, dos, ks, vs, LD, warp * 16, l);
     // dS = P (dP - delta) scale into dp, P = exp(S - lse).
     const bool unmasked = tile_unmasked(g, bias, q0, k0, BK);
 #pragma unroll
