@@ -29,37 +29,24 @@ torch.backends.cuda.matmul.allow_tf32 = False
 ab, bb = a.bfloat16(), b.bfloat16()
 result("torch matmul bf16 4096^3", 2 * n**3, t(lambda: ab @ bb))
 # Attention as in bench_gemm_attention.cu: FLOPs forward 4 B H T^2 D, backward 2.5x, causal half.
+# fp32 (the "attn" rows), then bf16 (its "attn bf16" rows: SDPA on bf16 tensors, i.e.
+# FlashAttention-2 on tensor cores).
 B, H, T = 4, 16, 1024
-for D in (64, 128):
-    q, k, v = ((torch.rand(B, H, T, D, device="cuda") * 2 - 1).requires_grad_() for _ in range(3))
-    up = torch.rand(B, H, T, D, device="cuda") * 2 - 1
-    fwd = 4 * B * H * T * T * D
-    for causal in (False, True):
-        part = 0.5 if causal else 1.0
-        tag = f"{' causal' if causal else ''} D{D} B4 H16 T1024"
-        with torch.no_grad():
-            result(f"torch attn fwd{tag}", part * fwd, t(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1, 5))
-        def step():
-            q.grad = k.grad = v.grad = None
-            F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(up)
-        result(f"torch attn fwd+bwd{tag}", part * 3.5 * fwd, t(step, 1, 5))
-    del q, k, v, up
-# bf16 attention (bench_gemm_attention.cu's "attn bf16" rows): SDPA on bf16 tensors, i.e.
-# FlashAttention-2 on tensor cores.
-for D in (64, 128):
-    q, k, v = ((torch.rand(B, H, T, D, device="cuda") * 2 - 1).bfloat16().requires_grad_() for _ in range(3))
-    up = (torch.rand(B, H, T, D, device="cuda") * 2 - 1).bfloat16()
-    fwd = 4 * B * H * T * T * D
-    for causal in (False, True):
-        part = 0.5 if causal else 1.0
-        tag = f"{' causal' if causal else ''} D{D} B4 H16 T1024"
-        with torch.no_grad():
-            result(f"torch attn bf16 fwd{tag}", part * fwd, t(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1, 5))
-        def step():
-            q.grad = k.grad = v.grad = None
-            F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(up)
-        result(f"torch attn bf16 fwd+bwd{tag}", part * 3.5 * fwd, t(step, 1, 5))
-    del q, k, v, up
+for dtype, kind in ((torch.float32, "attn"), (torch.bfloat16, "attn bf16")):
+    for D in (64, 128):
+        q, k, v = ((torch.rand(B, H, T, D, device="cuda") * 2 - 1).to(dtype).requires_grad_() for _ in range(3))
+        up = (torch.rand(B, H, T, D, device="cuda") * 2 - 1).to(dtype)
+        fwd = 4 * B * H * T * T * D
+        for causal in (False, True):
+            part = 0.5 if causal else 1.0
+            tag = f"{' causal' if causal else ''} D{D} B4 H16 T1024"
+            with torch.no_grad():
+                result(f"torch {kind} fwd{tag}", part * fwd, t(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1, 5))
+            def step():
+                q.grad = k.grad = v.grad = None
+                F.scaled_dot_product_attention(q, k, v, is_causal=causal).backward(up)
+            result(f"torch {kind} fwd+bwd{tag}", part * 3.5 * fwd, t(step, 1, 5))
+        del q, k, v, up
 
 # GPT training step (bench_gpt.cu): the same model in PyTorch eager, fp32 (TF32 off, as ours) and
 # bf16 autocast (PyTorch's mixed precision: fp32 weights, bf16 products), 2 warm-up steps, median
