@@ -270,6 +270,28 @@ __device__ inline void wait_copies() {
 #endif
 }
 
+// The key-tile loop's double buffering (forward and dQ kernels). kv_buffers holds two
+// [K [BK][LD], V [BK][LD]] pairs, tile t in pair t % 2 (the first one copied before the loop).
+// Starts the copy of the next tile's pair into the other half when there is a next tile (that
+// half is free: the loop's last barrier), waits for this tile's copies (and anything committed
+// before them; the next tile's may run on), and returns this tile's K (its V follows at
+// + BK * LD). The caller's __syncthreads then makes the tile visible to every warp.
+template <int BK, int HD, int LD>
+__device__ inline const std::uint16_t* key_tile_pair(std::uint16_t* kv_buffers, Index tile, Index k0, Index kend,
+                                                     const DeviceAttentionView<bfloat16>& k, const DeviceAttentionView<bfloat16>& v,
+                                                     Index b, Index h, Index tk) {
+  if (k0 + BK < kend) {
+    std::uint16_t* next = kv_buffers + ((tile + 1) & 1) * 2 * BK * LD;
+    copy_bf16_tile<BK, HD>(next, k, b, h, k0 + BK, tk);
+    copy_bf16_tile<BK, HD>(next + BK * LD, v, b, h, k0 + BK, tk);
+    commit_copies();
+    wait_copies<1>();
+  } else {
+    wait_copies<0>();
+  }
+  return kv_buffers + (tile & 1) * 2 * BK * LD;
+}
+
 // lse and delta of query rows [q0, q0 + ROWS) into shared memory; -inf / 0 past Tq, so those
 // rows get P = 0.
 template <int ROWS>
@@ -373,17 +395,8 @@ __global__ void __launch_bounds__(tc_threads)
   for (int n = 0; n < ON; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // row_sum: this lane's part, summed over the quad at the end
   for (Index k0 = 0, tile = 0; k0 < kend; k0 += BK, ++tile) {
-    const std::uint16_t* ks = kv_buffers + (tile & 1) * 2 * BK * LD;  // [BK][LD]
-    const std::uint16_t* vs = ks + BK * LD;                          // [BK][LD]
-    if (k0 + BK < kend) {  // the next tile into the other buffer (free: the loop's last barrier)
-      std::uint16_t* next = kv_buffers + ((tile + 1) & 1) * 2 * BK * LD;
-      copy_bf16_tile<BK, HD>(next, k, b, h, k0 + BK, g.tk);
-      copy_bf16_tile<BK, HD>(next + BK * LD, v, b, h, k0 + BK, g.tk);
-      commit_copies();
-      wait_copies<1>();  // this tile's copies are done, the next tile's may run on
-    } else {
-      wait_copies<0>();
-    }
+    const std::uint16_t* ks = key_tile_pair<BK, HD, LD>(kv_buffers, tile, k0, kend, k, v, b, h, g.tk);  // [BK][LD]
+    const std::uint16_t* vs = ks + BK * LD;                                                             // [BK][LD]
     __syncthreads();  // this tile is visible to every warp
 
     float s[SN][4];  // S = Q K^T, 16 rows x BK keys
@@ -635,17 +648,8 @@ __global__ void __launch_bounds__(tc_threads)
 #pragma unroll
   for (int n = 0; n < DN; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
   for (Index k0 = 0, tile = 0; k0 < kend; k0 += BK, ++tile) {
-    const std::uint16_t* ks = kv_buffers + (tile & 1) * 2 * BK * LD;  // [BK][LD]
-    const std::uint16_t* vs = ks + BK * LD;                          // [BK][LD]
-    if (k0 + BK < kend) {  // the next tile into the other buffer (free: the loop's last barrier)
-      std::uint16_t* next = kv_buffers + ((tile + 1) & 1) * 2 * BK * LD;
-      copy_bf16_tile<BK, HD>(next, k, b, h, k0 + BK, g.tk);
-      copy_bf16_tile<BK, HD>(next + BK * LD, v, b, h, k0 + BK, g.tk);
-      commit_copies();
-      wait_copies<1>();  // this tile's copies (and Q, dO) are done, the next tile's may run on
-    } else {
-      wait_copies<0>();
-    }
+    const std::uint16_t* ks = key_tile_pair<BK, HD, LD>(kv_buffers, tile, k0, kend, k, v, b, h, g.tk);  // [BK][LD]
+    const std::uint16_t* vs = ks + BK * LD;                                                             // [BK][LD]
     __syncthreads();  // this tile is visible to every warp
 
     float s[SN][4], dp[SN][4];  // S = Q K^T and dP = dO V^T: 16 queries x BK keys
