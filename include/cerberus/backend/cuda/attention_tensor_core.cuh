@@ -200,6 +200,27 @@ __device__ inline void a_fragment_from_accumulators(std::uint32_t (&a)[4], const
   a[3] = pack_bf16(c[2 * slice + 1][2], c[2 * slice + 1][3]);  // row group + 8, cols 8 + 2 quad..
 }
 
+// acc += A B for one warp's 16 rows: A (16 x 16 SLICES) is the bf16 rounding of fp32
+// accumulators c in the C layout (P or dS: 2 SLICES tiles of 8 columns), B [16 SLICES][LD]
+// row-major in shared memory (V or K) read transposed by ldmatrix; acc has N 8-column tiles.
+// (Forward: O += P V; dQ: dQ += dS K. The dK/dV kernel interleaves its two such products per
+// slice, sharing the slice loop, and keeps its own loop.)
+template <int SLICES, int N>
+__device__ inline void accumulate_scores_product(float (&acc)[N][4], const float (&c)[2 * SLICES][4], const std::uint16_t* b_tile, int ld) {
+#pragma unroll
+  for (int slice = 0; slice < SLICES; ++slice) {
+    std::uint32_t a[4];
+    a_fragment_from_accumulators(a, c, slice);
+#pragma unroll
+    for (int n = 0; n < N; n += 2) {
+      std::uint32_t bt[4];
+      load_b_fragments_transposed(bt, b_tile, ld, slice * 16, n * 8);
+      mma_bf16(acc[n], a, bt[0], bt[1]);
+      mma_bf16(acc[n + 1], a, bt[2], bt[3]);
+    }
+  }
+}
+
 // Column of element e (0..3) of a C fragment within its 16 x 8 tile (its row: group + 8 (e >> 1)).
 __device__ inline int c_col(MmaLane l, int e) { return 2 * l.quad + (e & 1); }
 
@@ -452,18 +473,7 @@ __global__ void __launch_bounds__(tc_threads)
     }
 
     // O += P V: P as bf16 A fragments straight from the score accumulators.
-#pragma unroll
-    for (int slice = 0; slice < BK / 16; ++slice) {
-      std::uint32_t pa[4];
-      a_fragment_from_accumulators(pa, s, slice);
-#pragma unroll
-      for (int n = 0; n < ON; n += 2) {
-        std::uint32_t vb[4];
-        load_b_fragments_transposed(vb, vs, LD, slice * 16, n * 8);
-        mma_bf16(o[n], pa, vb[0], vb[1]);
-        mma_bf16(o[n + 1], pa, vb[2], vb[3]);
-      }
-    }
+    accumulate_scores_product<BK / 16>(o, s, vs, LD);
     __syncthreads();  // every warp is done with this buffer before the next iteration refills it
   }
 
@@ -666,18 +676,7 @@ __global__ void __launch_bounds__(tc_threads)
         dp[n][e] = p * (dp[n][e] - row_delta[half]) * scale;
       }
     // dQ += dS K over 16-key slices.
-#pragma unroll
-    for (int slice = 0; slice < BK / 16; ++slice) {
-      std::uint32_t dsa[4];
-      a_fragment_from_accumulators(dsa, dp, slice);
-#pragma unroll
-      for (int n = 0; n < DN; n += 2) {
-        std::uint32_t kb[4];
-        load_b_fragments_transposed(kb, ks, LD, slice * 16, n * 8);
-        mma_bf16(dq_acc[n], dsa, kb[0], kb[1]);
-        mma_bf16(dq_acc[n + 1], dsa, kb[2], kb[3]);
-      }
-    }
+    accumulate_scores_product<BK / 16>(dq_acc, dp, ks, LD);
     __syncthreads();  // every warp is done with this buffer before the next iteration refills it
   }
   wait_copies<0>();  // no copy outlives the block (Q, dO when no key tile is visible)
