@@ -137,6 +137,34 @@ TEST_CASE("the thread pool runs every task once, nests inline and reports except
   set_num_threads(saved);
 }
 
+TEST_CASE("run_in_lanes runs every task once on any pool size, nested or not, and rethrows", "[core][threads]") {
+  // Lanes are contiguous runs of tasks, one per thread, and threads that finish help the others:
+  // whatever the pool size and however the threads arrive, each task must run exactly once.
+  const int saved = num_threads();
+  for (const int threads : {1, 2, 3, 4, 7}) {
+    set_num_threads(threads);
+    for (const Index tasks : {Index{1}, Index{2}, Index{5}, Index{64}, Index{1000}}) {
+      std::vector<std::atomic<int>> hits(static_cast<std::size_t>(tasks));
+      cpu_backend::thread_pool().run_in_lanes(tasks, [&](Index t) {
+        hits[static_cast<std::size_t>(t)]++;
+        // A nested call runs inline on this thread and still covers its range.
+        std::atomic<int> inner{0};
+        cpu_backend::thread_pool().run_in_lanes(3, [&](Index) { ++inner; });
+        if (inner != 3) throw ValueError("nested run_in_lanes ran " + std::to_string(inner.load()) + " of 3 tasks");
+      });
+      for (Index t = 0; t < tasks; ++t)
+        if (hits[static_cast<std::size_t>(t)] != 1)
+          FAIL(threads << " threads, " << tasks << " tasks: task " << t << " ran " << hits[static_cast<std::size_t>(t)] << " times");
+    }
+    CHECK_THROWS_AS(cpu_backend::thread_pool().run_in_lanes(100,
+                                                            [](Index t) {
+                                                              if (t == 77) throw ValueError("boom");
+                                                            }),
+                    ValueError);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("back-to-back regions each run every task once, whether workers spin or sleep", "[core][threads]") {
   // Regions follow each other with no gap (workers still spinning from the last one), a short
   // gap, and one longer than the 200 us spin (workers asleep on the condition variable); each

@@ -1,4 +1,6 @@
 // The one thread pool behind every parallel CPU kernel (elementwise, reductions, GEMM).
+// parallel_for and the GEMM deal their tasks out in lanes (run_in_lanes): each thread keeps the
+// same rows of its tensors from one op to the next, in its own L2.
 // Idle workers sleep on a condition variable, after a short bounded spin: a worker that has just
 // left a region watches for the next one for up to spin_limit (200 us) before it sleeps, and the
 // caller watches for the region's end as long before it sleeps on done_. A futex wake costs
@@ -11,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -73,7 +76,40 @@ class ThreadPool {
     if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
   }
 
+  // As run(), but the tasks are dealt out in contiguous lanes, one per thread of the pool in a
+  // fixed order: the caller starts on lane 0 (the first tasks), worker i on lane i, and a thread
+  // whose lane is done takes the next tasks of the other lanes. Kernels number their tasks along
+  // the rows of their output, so from one op to the next each thread works on the same rows,
+  // which its own L2 still holds (1 MiB per core on a Zen 4 VM, where dealing tasks to
+  // whichever thread came first left 2-thread products with N = 256 at 0.83x OpenBLAS). The
+  // helping keeps a late or slowed thread (a vCPU the host took away) from holding a region up.
+  void run_in_lanes(Index tasks, const std::function<void(Index)>& body) {
+    constexpr Index max_lanes = 64;
+    const Index lanes = std::min({static_cast<Index>(size()), tasks, max_lanes});
+    if (lanes <= 1) {
+      run(tasks, body);
+      return;
+    }
+    std::array<std::atomic<Index>, max_lanes> next;  // the next unclaimed task of each lane
+    const auto lane_begin = [&](Index lane) { return lane * tasks / lanes; };
+    for (Index lane = 0; lane < lanes; ++lane) next[static_cast<std::size_t>(lane)].store(lane_begin(lane), std::memory_order_relaxed);
+    run(lanes, [&](Index) {
+      const Index first = thread_index() % lanes;
+      for (Index k = 0; k < lanes; ++k) {
+        const Index lane = (first + k) % lanes, end = lane_begin(lane + 1);
+        for (Index t; (t = next[static_cast<std::size_t>(lane)].fetch_add(1, std::memory_order_relaxed)) < end;) body(t);
+      }
+    });
+  }
+
  private:
+  // This thread's place in the pool: 0 for the caller (any thread that is not a worker), i for
+  // worker i (1 .. size() - 1).
+  static int& thread_index() {
+    thread_local int index = 0;
+    return index;
+  }
+
   static bool& inside_task() {
     thread_local bool flag = false;
     return flag;
@@ -142,7 +178,11 @@ class ThreadPool {
   void start(int threads) {
     quit_ = false;
     quitting_.store(false, std::memory_order_relaxed);
-    for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 1; i < std::max(threads, 1); ++i)
+      workers_.emplace_back([this, i] {
+        thread_index() = i;
+        worker_loop();
+      });
   }
   void stop() {
     {
@@ -211,7 +251,7 @@ void parallel_for(Index begin, Index end, Index grain, Body&& body) {
   chunks = std::max<Index>(threads, chunks - chunks % threads);
   const Index step = (n + chunks - 1) / chunks;
   chunks = (n + step - 1) / step;
-  cpu_backend::thread_pool().run(chunks, [&](Index c) {
+  cpu_backend::thread_pool().run_in_lanes(chunks, [&](Index c) {
     const Index b = begin + c * step;
     body(b, std::min(end, b + step));
   });
