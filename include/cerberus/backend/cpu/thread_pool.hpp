@@ -62,8 +62,7 @@ class ThreadPool {
       tasks_ = tasks;
       next_.store(0, std::memory_order_relaxed);
       pending_ = tasks;
-      ++generation_;
-      published_.store(generation_, std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_release);
       finished_.store(false, std::memory_order_relaxed);
     }
     wake_.notify_all();
@@ -162,7 +161,7 @@ class ThreadPool {
     std::uint64_t seen = 0;
     for (;;) {
       const std::function<void(Index)>* body;
-      spin_briefly([&] { return published_.load(std::memory_order_acquire) != seen || quitting_.load(std::memory_order_relaxed); });
+      spin_briefly([&] { return generation_.load(std::memory_order_acquire) != seen || quit_.load(std::memory_order_relaxed); });
       {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, [&] { return quit_ || (generation_ != seen && body_ != nullptr); });
@@ -177,7 +176,6 @@ class ThreadPool {
 
   void start(int threads) {
     quit_ = false;
-    quitting_.store(false, std::memory_order_relaxed);
     for (int i = 1; i < std::max(threads, 1); ++i)
       workers_.emplace_back([this, i] {
         thread_index() = i;
@@ -188,7 +186,6 @@ class ThreadPool {
     {
       std::lock_guard lock(mutex_);
       quit_ = true;
-      quitting_.store(true, std::memory_order_relaxed);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
@@ -205,12 +202,11 @@ class ThreadPool {
   Index pending_ = 0;
   int active_ = 0;
   std::exception_ptr failure_;  // workers inside the current region
-  std::uint64_t generation_ = 0;
-  bool quit_ = false;
-  // Lock-free copies for the spins (the locked fields above stay the source of truth):
-  // the latest generation, whether the latest region has ended, and quit_.
-  std::atomic<std::uint64_t> published_{0};
-  std::atomic<bool> finished_{true}, quitting_{false};
+  // Written under mutex_, atomic so that the spins (spin_briefly) may read them without it.
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> quit_{false};
+  // Whether the latest region has ended (pending_ == 0 && active_ == 0), for the caller's spin.
+  std::atomic<bool> finished_{true};
 };
 
 // Threads to use by default: CERBERUS_NUM_THREADS if set, else the hardware's count.

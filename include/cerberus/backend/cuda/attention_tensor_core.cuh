@@ -93,10 +93,10 @@ inline bool tensor_core_attention_aligned(const DeviceAttentionView<bfloat16>& v
   return reinterpret_cast<std::uintptr_t>(v.data) % 16 == 0 && v.sb % 8 == 0 && v.sh % 8 == 0 && v.st % 8 == 0;
 }
 
-inline bool tensor_core_attention_fits(const DeviceAttentionGeometry& g, std::initializer_list<DeviceAttentionView<bfloat16>> operands) {
+// Whether the tensor-core path takes this geometry on the current device: the switch, the head
+// size, then the hardware (the operands' rows: tensor_core_attention_aligned).
+inline bool tensor_core_attention_fits(const DeviceAttentionGeometry& g) {
   if (!tensor_core_attention_enabled() || g.d != g.dv || (g.d != 64 && g.d != 128)) return false;
-  for (const auto& v : operands)
-    if (!tensor_core_attention_aligned(v)) return false;
   return device_has_bf16_mma();
 }
 

@@ -108,7 +108,7 @@ struct OpKernels<cuda> {
                                   std::initializer_list<cpu_backend::AttentionView<bfloat16>> operands) {
     for (const auto& v : operands)
       if (!cuda_backend::tensor_core_attention_aligned(view(v))) return false;
-    return cuda_backend::tensor_core_attention_fits(geometry(g), {});  // switch, head size, then the device
+    return cuda_backend::tensor_core_attention_fits(geometry(g));  // switch, head size, then the device
   }
   // (Templates, E = bfloat16: the kernels are compiled only where a program calls them.)
   template <class E>
